@@ -1,0 +1,62 @@
+"""Mobile MQA: MobileNetV4's multi-query attention block for NCHW feature maps."""
+import torch
+import torch.nn as nn
+
+from .layers import (ConvBNAct, LayerScale, drop_path_or_identity, fold_bn_before_conv,
+                     fold_scale_into_conv)
+
+
+class MobileMultiQueryAttention(nn.Module):
+    """x + layer_scale(attention(BN(x))) with `heads` query heads and one shared key and value head.
+
+    With kv_stride 2 the keys and values are computed from their own depthwise 3x3 stride-2 conv + BN,
+    which cuts the attention cost by 4. No biases; scale key_dim ** -0.5; the residual is always on.
+    """
+
+    def __init__(self, channels, heads, key_dim, value_dim, kv_stride, layer_scale=None, drop_path=0.0):
+        super().__init__()
+        self.heads, self.key_dim, self.value_dim = heads, key_dim, value_dim
+        self.scale = key_dim ** -0.5
+        self.norm = nn.BatchNorm2d(channels)
+        self.query = nn.Conv2d(channels, heads * key_dim, 1, bias=False)
+        self.key_down = self._downsampler(channels, kv_stride)
+        self.key = nn.Conv2d(channels, key_dim, 1, bias=False)
+        self.value_down = self._downsampler(channels, kv_stride)
+        self.value = nn.Conv2d(channels, value_dim, 1, bias=False)
+        self.output = nn.Conv2d(heads * value_dim, channels, 1, bias=False)
+        self.layer_scale = LayerScale(channels, layer_scale) if layer_scale else nn.Identity()
+        self.drop_path = drop_path_or_identity(drop_path)
+
+    @staticmethod
+    def _downsampler(channels, stride):
+        return ConvBNAct(channels, channels, 3, stride, groups=channels) if stride > 1 else nn.Identity()
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        normed = self.norm(x)
+        # Keep the (head, channel) x position layout of the convs: logits are (B, heads, P, HW) with
+        # the softmax over the P key positions, so neither q nor the output needs a transposed copy.
+        q = self.query(normed).reshape(b, self.heads, self.key_dim, h * w)
+        k = (self.key(self.key_down(normed)) * self.scale).flatten(2)  # (B, key_dim, P), scaled: smallest
+        v = self.value(self.value_down(normed)).flatten(2)  # (B, value_dim, P)
+        attn = torch.matmul(k.transpose(1, 2).unsqueeze(1), q).softmax(dim=2)  # (B, heads, P, HW)
+        out = torch.matmul(v.unsqueeze(1), attn).reshape(b, self.heads * self.value_dim, h, w)
+        return x + self.drop_path(self.layer_scale(self.output(out)))
+
+    def fuse(self):
+        """Fold every BN and the layer scale into convs.
+
+        The input BN folds into the 1x1 query/key/value convs only when nothing else reads it: with
+        kv_stride 2 it also feeds the zero-padded depthwise downsamplers, where a folded shift would be
+        wrong at the borders, so it stays a BN there.
+        """
+        for down in (self.key_down, self.value_down):
+            if isinstance(down, ConvBNAct):
+                down.fuse()
+        if isinstance(self.norm, nn.BatchNorm2d) and isinstance(self.key_down, nn.Identity):
+            for conv in (self.query, self.key, self.value):
+                fold_bn_before_conv(self.norm, conv)
+            self.norm = nn.Identity()
+        if isinstance(self.layer_scale, LayerScale):
+            fold_scale_into_conv(self.layer_scale.gamma, self.output)
+            self.layer_scale = nn.Identity()

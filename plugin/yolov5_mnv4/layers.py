@@ -1,0 +1,94 @@
+"""Small building pieces shared by the MobileNetV4 blocks, and the BatchNorm folding they use."""
+import torch
+import torch.nn as nn
+
+
+def make_divisible(value, divisor=8, round_limit=0.9):
+    """Round to the nearest multiple of `divisor`, never more than 10% down (TF and timm rule)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < round_limit * value else rounded
+
+
+class ConvBNAct(nn.Module):
+    """kxk conv (no bias) + BatchNorm + optional activation; `fuse()` folds the BN into the conv."""
+
+    def __init__(self, c_in, c_out, kernel=1, stride=1, groups=1, act_layer=None):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.act = act_layer() if act_layer else nn.Identity()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+    def fuse(self):
+        if isinstance(self.bn, nn.BatchNorm2d):
+            fold_bn_after_conv(self.conv, self.bn)
+            self.bn = nn.Identity()
+
+
+class LayerScale(nn.Module):
+    """Learnable per-channel scale (MobileNetV4 layer scale)."""
+
+    def __init__(self, channels, init_value=1e-5):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels,), float(init_value)))
+
+    def forward(self, x):
+        return x * self.gamma.view(1, -1, 1, 1)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops a residual branch per sample while training, rescaling survivors."""
+
+    def __init__(self, rate):
+        super().__init__()
+        self.rate = float(rate)
+
+    def forward(self, x):
+        if not self.training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self):
+        return f'rate={self.rate}'
+
+
+def drop_path_or_identity(rate):
+    return DropPath(rate) if rate > 0 else nn.Identity()
+
+
+def _bn_scale_shift(bn):
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+@torch.no_grad()
+def fold_bn_after_conv(conv, bn):
+    """conv -> bn becomes one conv with a bias."""
+    scale, shift = _bn_scale_shift(bn)
+    conv.weight.mul_(scale.view(-1, 1, 1, 1))
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    conv.bias = nn.Parameter(bias.detach().clone())
+
+
+@torch.no_grad()
+def fold_bn_before_conv(bn, conv):
+    """bn -> 1x1 conv (ungrouped, unpadded) becomes one conv with a bias; exact only for 1x1 convs."""
+    assert conv.kernel_size == (1, 1) and conv.groups == 1, 'only a 1x1 dense conv absorbs a preceding BN'
+    scale, shift = _bn_scale_shift(bn)
+    weight = conv.weight
+    extra_bias = (weight.flatten(1) @ shift).view(-1)
+    weight.mul_(scale.view(1, -1, 1, 1))
+    bias = extra_bias if conv.bias is None else conv.bias + extra_bias
+    conv.bias = nn.Parameter(bias.detach().clone())
+
+
+@torch.no_grad()
+def fold_scale_into_conv(gamma, conv):
+    """conv -> per-channel scale becomes one conv."""
+    conv.weight.mul_(gamma.view(-1, 1, 1, 1))
+    if conv.bias is not None:
+        conv.bias.mul_(gamma)

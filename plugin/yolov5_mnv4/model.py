@@ -1,0 +1,112 @@
+"""One builder that turns a variant table into modules, and the MobileNetV4 backbone it builds."""
+import torch.nn as nn
+
+from .attention import MobileMultiQueryAttention
+from .blocks import FusedInvertedBottleneck, UniversalInvertedBottleneck
+from .layers import ConvBNAct
+from .specs import HEAD_CONV_WIDTH, HEAD_FEATURES, MQA, UIB, ConvBN, FusedIB, get_variant
+
+LAYER_SCALE_INIT = 1e-5
+
+
+def build_block(row, c_in, variant, drop_path=0.0):
+    """One spec row -> one module; returns (module, output channels)."""
+    act = variant.act_layer
+    layer_scale = LAYER_SCALE_INIT if variant.layer_scale else None
+    if isinstance(row, ConvBN):
+        return ConvBNAct(c_in, row.out, row.kernel, row.stride, act_layer=act), row.out
+    if isinstance(row, FusedIB):
+        return FusedInvertedBottleneck(c_in, row.out, row.kernel, row.stride, row.expand, act), row.out
+    if isinstance(row, UIB):
+        return UniversalInvertedBottleneck(c_in, row.out, row.start_kernel, row.mid_kernel, row.stride,
+                                           row.expand, act, layer_scale, drop_path), row.out
+    if isinstance(row, MQA):
+        return MobileMultiQueryAttention(c_in, row.heads, row.key_dim, row.value_dim, row.kv_stride,
+                                         layer_scale, drop_path), c_in
+    raise TypeError(f'unknown MobileNetV4 block row {row!r}')
+
+
+def drop_path_rates(variant, rate):
+    """timm's schedule: rate * i / N over the blocks after the stem, one list per stage."""
+    counts = [len(stage) for stage in variant.stages[1:]]
+    total, rates, seen = sum(counts), [[0.0] * len(variant.stages[0])], 0
+    for n in counts:
+        rates.append([rate * (seen + j) / total for j in range(n)])
+        seen += n
+    return rates
+
+
+def build_stages(variant, in_chans=3, drop_path_rate=0.0):
+    """All stages of a variant as a list of nn.Sequential (stem, /4, /8, /16, /32)."""
+    variant = get_variant(variant) if isinstance(variant, str) else variant
+    stages, c = [], in_chans
+    for rows, rates in zip(variant.stages, drop_path_rates(variant, drop_path_rate)):
+        blocks = []
+        for row, rate in zip(rows, rates):
+            block, c = build_block(row, c, variant, rate)
+            blocks.append(block)
+        stages.append(nn.Sequential(*blocks))
+    return stages
+
+
+class ClassifierHead(nn.Module):
+    """conv 960 -> global average pool -> conv 1280 (BN + act, on the 1x1 map) -> dropout -> linear."""
+
+    def __init__(self, c_in, num_classes, act_layer, dropout=0.0):
+        super().__init__()
+        self.conv = ConvBNAct(c_in, HEAD_CONV_WIDTH, 1, act_layer=act_layer)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pre_logits = ConvBNAct(HEAD_CONV_WIDTH, HEAD_FEATURES, 1, act_layer=act_layer)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(HEAD_FEATURES, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.dropout(self.pre_logits(self.pool(self.conv(x))).flatten(1)))
+
+
+class MobileNetV4(nn.Module):
+    """A MobileNetV4 backbone; `forward` returns the /4, /8, /16 and /32 feature maps.
+
+    With `num_classes` set it also has the classification head, and `classify(x)` gives logits.
+    Channel counts come from the spec, so construction never runs a forward pass.
+    """
+
+    def __init__(self, variant='conv_small', in_chans=3, num_classes=None, drop_path_rate=0.0, dropout=0.0):
+        super().__init__()
+        self.variant = get_variant(variant)
+        self.in_chans = in_chans
+        self.stages = nn.ModuleList(build_stages(self.variant, in_chans, drop_path_rate))
+        self.out_channels = self.variant.stage_out_channels()[1:]
+        self.head = (ClassifierHead(self.out_channels[-1], num_classes, self.variant.act_layer, dropout)
+                     if num_classes else None)
+
+    def forward(self, x):
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f'MobileNetV4 {self.variant.name} expects an input of shape '
+                             f'(N, {self.in_chans}, H, W), got {tuple(x.shape)}')
+        x = self.stages[0](x)
+        taps = []
+        for stage in self.stages[1:]:
+            x = stage(x)
+            taps.append(x)
+        return taps
+
+    def classify(self, x):
+        if self.head is None:
+            raise RuntimeError('this MobileNetV4 was built without a classification head (num_classes)')
+        return self.head(self.forward(x)[-1])
+
+    def fuse(self):
+        """Fold BatchNorms (and layer scales) into convs for inference; returns self."""
+        return fuse_blocks(self)
+
+
+FUSABLE = (ConvBNAct, FusedInvertedBottleneck, UniversalInvertedBottleneck, MobileMultiQueryAttention)
+
+
+def fuse_blocks(module):
+    """Fuse every MobileNetV4 block inside `module`; returns `module`."""
+    for m in list(module.modules()):
+        if isinstance(m, FUSABLE):
+            m.fuse()
+    return module

@@ -1,0 +1,27 @@
+"""Shared test helpers: perturbing weights so that a wrong BN, scale or residual cannot hide."""
+import torch
+
+
+@torch.no_grad()
+def perturb_(module, seed=0):
+    """Move every BN statistic, BN affine, layer scale and bias away from its default, in place.
+
+    Magnitudes are chosen so that activations stay O(1) through the deepest variant.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for name, t in module.state_dict().items():
+        if not t.dtype.is_floating_point:
+            continue
+        if name.endswith('running_var'):
+            t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+        elif name.endswith('running_mean') or name.endswith('bias'):
+            t.copy_(torch.randn(t.shape, generator=g) * 0.1)
+        elif name.endswith('gamma'):
+            t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+        elif name.endswith('weight') and t.ndim == 1:
+            t.copy_(torch.rand(t.shape, generator=g) * 0.2 + 0.1)
+    return module
+
+
+def max_abs_diff(a, b):
+    return max((x - y).abs().max().item() for x, y in zip(a, b))

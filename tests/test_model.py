@@ -1,0 +1,168 @@
+"""MobileNetV4 core: exact architecture, fusion, export and error handling."""
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+import torch.nn as nn
+
+from helpers import max_abs_diff, perturb_
+from yolov5_mnv4 import VARIANTS, MobileNetV4
+from yolov5_mnv4.attention import MobileMultiQueryAttention
+from yolov5_mnv4.blocks import UniversalInvertedBottleneck
+from yolov5_mnv4.layers import DropPath, LayerScale
+
+# Reference counts (reference/MOBILENETV4.md §3.1, timm 1.0.31).
+BACKBONE_PARAMS = {'conv_small': 1_136_864, 'conv_medium': 6_955_472, 'conv_large': 29_585_064,
+                   'hybrid_medium': 8_314_608, 'hybrid_large': 34_758_824}
+CLASSIFIER_PARAMS = {'conv_small': 3_774_024, 'conv_medium': 9_715_512, 'conv_large': 32_590_864,
+                     'hybrid_medium': 11_074_648, 'hybrid_large': 37_764_624}
+TAP_CHANNELS = {'conv_small': [32, 64, 96, 128], 'conv_medium': [48, 80, 160, 256],
+                'conv_large': [48, 96, 192, 512], 'hybrid_medium': [48, 80, 160, 256],
+                'hybrid_large': [48, 96, 192, 512]}
+# (residual blocks, UIBs, MQA blocks) from the reference's residual-count table.
+RESIDUALS = {'conv_small': (10, 12, 0), 'conv_medium': (18, 21, 0), 'conv_large': (23, 26, 0),
+             'hybrid_medium': (27, 22, 8), 'hybrid_large': (32, 27, 8)}
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.fixture(scope='module', params=list(VARIANTS))
+def variant(request):
+    return request.param
+
+
+def test_parameter_counts_equal_reference(variant):
+    assert n_params(MobileNetV4(variant)) == BACKBONE_PARAMS[variant]
+    assert n_params(MobileNetV4(variant, num_classes=1000)) == CLASSIFIER_PARAMS[variant]
+
+
+def test_taps_have_reference_channels_and_strides(variant):
+    model = MobileNetV4(variant).eval()
+    with torch.no_grad():
+        taps = model(torch.zeros(1, 3, 128, 96))
+    assert [t.shape[1] for t in taps] == TAP_CHANNELS[variant] == model.out_channels
+    assert [(t.shape[2], t.shape[3]) for t in taps] == [(128 // s, 96 // s) for s in (4, 8, 16, 32)]
+
+
+def test_residuals_layer_scale_and_activation(variant):
+    model = MobileNetV4(variant)
+    uibs = [m for m in model.modules() if isinstance(m, UniversalInvertedBottleneck)]
+    mqas = [m for m in model.modules() if isinstance(m, MobileMultiQueryAttention)]
+    residual = sum(m.has_residual for m in uibs) + len(mqas)
+    assert (residual, len(uibs), len(mqas)) == RESIDUALS[variant]
+    scales = [m for m in model.modules() if isinstance(m, LayerScale)]
+    if variant.startswith('hybrid'):
+        assert len(scales) == len(uibs) + len(mqas)
+        assert all(torch.all(s.gamma == 1e-5) for s in scales)
+    else:
+        assert not scales
+    acts = {type(m) for m in model.modules() if isinstance(m, (nn.ReLU, nn.GELU, nn.ReLU6, nn.SiLU))}
+    assert acts == ({nn.GELU} if variant == 'hybrid_large' else {nn.ReLU})
+
+
+def test_uib_residual_is_the_identity_when_the_branch_is_zero():
+    block = MobileNetV4('conv_small').stages[3][1].eval()  # a stride-1 IB with a residual
+    nn.init.zeros_(block.pw_proj.bn.weight)
+    nn.init.zeros_(block.pw_proj.bn.bias)
+    x = torch.randn(2, 96, 8, 8)
+    assert torch.equal(block(x), x)
+
+
+def test_construction_never_runs_a_forward_pass():
+    def refuse(module, inputs):
+        raise AssertionError(f'{type(module).__name__} ran a forward pass during construction')
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(refuse)
+    try:
+        for name in VARIANTS:
+            MobileNetV4(name, num_classes=10)
+    finally:
+        handle.remove()
+
+
+def test_unknown_variant_lists_valid_names():
+    with pytest.raises(ValueError) as err:
+        MobileNetV4('conv_tiny')
+    assert 'conv_tiny' in str(err.value)
+    for name in VARIANTS:
+        assert name in str(err.value)
+
+
+def test_wrong_input_channels_says_what_was_expected():
+    with pytest.raises(ValueError, match=r'expects an input of shape \(N, 3, H, W\), got \(1, 4, 64, 64\)'):
+        MobileNetV4('conv_small')(torch.zeros(1, 4, 64, 64))
+
+
+def test_fuse_folds_every_foldable_bn_and_keeps_outputs(variant):
+    model = perturb_(MobileNetV4(variant)).eval()
+    x = torch.randn(1, 3, 160, 128)
+    with torch.no_grad():
+        before = model(x)
+        model.fuse()
+        after = model(x)
+    assert max_abs_diff(before, after) < 1e-4
+    # Only the input BN of kv-stride-2 attention blocks stays (it feeds zero-padded depthwise convs).
+    left = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    strided_mqa = [m for m in model.modules()
+                   if isinstance(m, MobileMultiQueryAttention) and not isinstance(m.key_down, nn.Identity)]
+    assert len(left) == len(strided_mqa) == {'hybrid_medium': 4, 'hybrid_large': 4}.get(variant, 0)
+    assert not any(isinstance(m, LayerScale) for m in model.modules())
+
+
+def test_stochastic_depth_is_off_by_default_and_only_on_residual_branches():
+    assert not any(isinstance(m, DropPath) for m in MobileNetV4('hybrid_medium').modules())
+    model = MobileNetV4('hybrid_medium', drop_path_rate=0.1)
+    for m in model.modules():
+        if isinstance(m, UniversalInvertedBottleneck) and not m.has_residual:
+            assert not isinstance(m.drop_path, DropPath)
+    rates = [m.rate for m in model.modules() if isinstance(m, DropPath)]
+    assert rates == sorted(rates) and 0 < max(rates) < 0.1
+    model.train()
+    x = torch.randn(8, 3, 64, 64)
+    torch.manual_seed(0)
+    a = model(x)[-1]
+    torch.manual_seed(1)
+    b = model(x)[-1]
+    assert not torch.allclose(a, b)
+
+
+def test_classifier_head_gives_logits():
+    model = MobileNetV4('conv_small', num_classes=7).eval()
+    assert model.classify(torch.zeros(2, 3, 96, 96)).shape == (2, 7)
+    with pytest.raises(RuntimeError, match='without a classification head'):
+        MobileNetV4('conv_small').classify(torch.zeros(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize('name', ['conv_small', 'hybrid_medium'])
+def test_pickle_deepcopy_and_trace(name):
+    model = perturb_(MobileNetV4(name)).eval()
+    x = torch.randn(1, 3, 128, 96)
+    with torch.no_grad():
+        ref = model(x)
+        buf = io.BytesIO()
+        torch.save(model, buf)
+        buf.seek(0)
+        for clone in (torch.load(buf, weights_only=False), copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+            assert max_abs_diff(ref, clone(x)) == 0
+        traced = torch.jit.trace(model.fuse(), x, strict=False)
+        assert max_abs_diff(ref, traced(x)) < 1e-4
+
+
+@pytest.mark.parametrize('name', ['conv_small', 'hybrid_medium', 'hybrid_large'])
+def test_onnx_export_matches_eager(name, tmp_path):
+    ort = pytest.importorskip('onnxruntime', reason='onnxruntime is in the test extra')
+    pytest.importorskip('onnx', reason='onnx is in the test extra')
+    model = perturb_(MobileNetV4(name)).eval().fuse()
+    x = torch.randn(1, 3, 160, 128)
+    path = tmp_path / f'{name}.onnx'
+    torch.onnx.export(model, (x,), str(path), opset_version=12, dynamo=False,
+                      input_names=['images'], output_names=['p2', 'p3', 'p4', 'p5'])
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    outputs = session.run(None, {'images': x.numpy()})
+    with torch.no_grad():
+        ref = model(x)
+    assert max_abs_diff(ref, [torch.from_numpy(o) for o in outputs]) < 1e-4
