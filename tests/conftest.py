@@ -1,4 +1,42 @@
 import os
 import sys
+from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_report_header(config):
+    return f'yolov5 tree: {yolov5_tree_path()}'
+
+
+def yolov5_tree_path():
+    return Path(os.environ.get('YOLOV5_DIR') or REPO / '.cache' / 'yolov5-v7.0').resolve()
+
+
+@pytest.fixture(scope='session')
+def yolov5_dir():
+    """The YOLOv5 checkout (plugin applied) that scripts/setup.sh prepares; the tests need it."""
+    tree = yolov5_tree_path()
+    if not (tree / 'models' / 'yolo.py').is_file():
+        pytest.fail(f'no YOLOv5 tree at {tree}: run scripts/setup.sh (or set YOLOV5_DIR)', pytrace=False)
+    return tree
+
+
+@pytest.fixture(scope='session')
+def offline(tmp_path_factory):
+    from yolov5_mnv4.offline import offline_env
+    return offline_env(tmp_path_factory.mktemp('yolov5-state'))
+
+
+@pytest.fixture(scope='session')
+def yolo(yolov5_dir, offline):
+    """YOLOv5's models.yolo imported from the tree, in this process (the tree's hook registers us)."""
+    os.environ.update(offline)
+    sys.path.insert(0, str(yolov5_dir))
+    import models.yolo
+    assert getattr(models.yolo, '_mnv4_registered', False), 'the hook in models/yolo.py did not register'
+    return models.yolo

@@ -36,17 +36,25 @@ def drop_path_rates(variant, rate):
     return rates
 
 
+def stage_input_channels(variant, index, in_chans=3):
+    return in_chans if index == 0 else variant.stage_out_channels()[index - 1]
+
+
+def build_stage(variant, index, in_chans=3, drop_path_rate=0.0):
+    """The blocks of stage `index` of a variant (0 stem, 1-4 the /4../32 stages), as a list."""
+    variant = get_variant(variant) if isinstance(variant, str) else variant
+    c = stage_input_channels(variant, index, in_chans)
+    blocks = []
+    for row, rate in zip(variant.stages[index], drop_path_rates(variant, drop_path_rate)[index]):
+        block, c = build_block(row, c, variant, rate)
+        blocks.append(block)
+    return blocks
+
+
 def build_stages(variant, in_chans=3, drop_path_rate=0.0):
     """All stages of a variant as a list of nn.Sequential (stem, /4, /8, /16, /32)."""
     variant = get_variant(variant) if isinstance(variant, str) else variant
-    stages, c = [], in_chans
-    for rows, rates in zip(variant.stages, drop_path_rates(variant, drop_path_rate)):
-        blocks = []
-        for row, rate in zip(rows, rates):
-            block, c = build_block(row, c, variant, rate)
-            blocks.append(block)
-        stages.append(nn.Sequential(*blocks))
-    return stages
+    return [nn.Sequential(*build_stage(variant, i, in_chans, drop_path_rate)) for i in range(len(variant.stages))]
 
 
 class ClassifierHead(nn.Module):

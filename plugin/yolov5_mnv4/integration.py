@@ -1,0 +1,163 @@
+"""The one place that knows YOLOv5's internals.
+
+`register(models_yolo)` is called by the hook that `yolov5-mnv4-apply` adds to a checkout's
+`models/yolo.py` (and, for the PyPI `yolov5` package, when `yolov5.models.yolo` is imported after
+this plugin). It does three things and copies no YOLOv5 code:
+
+1. wraps `parse_model` so that a backbone row such as `[-1, 1, MobileNetV4ConvSmall, []]` is
+   expanded, before YOLOv5 parses it, into five `MobileNetV4Stage` layers (stem, /4, /8, /16, /32).
+   The row therefore takes five layer indices, the numbering the blog's YAML uses; every stage takes
+   and returns one tensor, so `_forward_once`, `--freeze`, `--visualize` and profiling work unchanged;
+2. makes `MobileNetV4Stage` resolvable by name in `parse_model` and gives it YOLOv5's channel
+   bookkeeping (see `_RidesConvBranch`);
+3. wraps `BaseModel.fuse` so that `model.fuse()` also folds the BatchNorms of our blocks.
+"""
+import functools
+import importlib.abc
+import importlib.machinery
+import sys
+
+import torch.nn as nn
+
+from .model import build_stage, fuse_blocks
+from .specs import get_variant
+
+# Backbone row names accepted in YAML; 'MobileNetV4' takes the variant as its first argument.
+BACKBONE_ROWS = {
+    'MobileNetV4ConvSmall': 'conv_small',
+    'MobileNetV4ConvMedium': 'conv_medium',
+    'MobileNetV4ConvLarge': 'conv_large',
+    'MobileNetV4HybridMedium': 'hybrid_medium',
+    'MobileNetV4HybridLarge': 'hybrid_large',
+    'MobileNetV4': None,
+}
+STAGES_PER_ROW = 5
+
+
+class _RidesConvBranch(type):
+    """parse_model learns a layer's output width only for its known modules (Conv, C3, ...), found
+    with `m in {Conv, ...}`. Classes of this metaclass hash and compare equal to the registered
+    `Conv`, so parse_model calls them as `(c1, c2, *args)` and records c2 (the 'ride the Conv branch'
+    design of reference/YOLOV5.md §1.6-B). Nothing else in YOLOv5 compares classes by equality.
+    """
+    conv = None
+
+    def __eq__(cls, other):
+        return other is _RidesConvBranch.conv or type.__eq__(cls, other)
+
+    def __hash__(cls):
+        return hash(_RidesConvBranch.conv) if _RidesConvBranch.conv is not None else type.__hash__(cls)
+
+
+class MobileNetV4Stage(nn.Sequential, metaclass=_RidesConvBranch):
+    """One MobileNetV4 stage as a YOLOv5 layer: (c1, c2) from parse_model, then the spec's blocks."""
+
+    def __init__(self, c1, c2, variant, index, weights=None):
+        spec = get_variant(variant)
+        widths = spec.stage_out_channels()
+        if index > 0 and c1 != widths[index - 1]:
+            raise ValueError(f'MobileNetV4 {spec.name} stage {index} expects {widths[index - 1]} input '
+                             f'channels, parse_model gave {c1}: its row must follow stage {index - 1}')
+        if c2 != widths[index]:
+            raise ValueError(f'MobileNetV4 {spec.name} stage {index} has {widths[index]} output channels but '
+                             f'parse_model made it {c2}: width_multiple/channel_multiple must keep multiples '
+                             f'of 8 unchanged')
+        super().__init__(*build_stage(spec, index, c1))
+        self.variant, self.index = spec.name, index
+        if weights:
+            from .pretrained import load_stage_weights
+            load_stage_weights(self, weights)
+
+
+def _conv_branch_arg(c_out, width_multiple, divisor):
+    """The args[0] that parse_model turns into exactly `c_out` (it scales by width_multiple and rounds
+    up to a multiple of `divisor`). Aim inside the rounding interval, off the integers, so neither
+    float error nor parse_model's unscaled `c2 == no` case can change the result."""
+    return (c_out - divisor / 2 + 0.25) / width_multiple
+
+
+def _backbone_variant(module, args):
+    if not isinstance(module, str) or module not in BACKBONE_ROWS:
+        return None, args
+    variant = BACKBONE_ROWS[module]
+    if variant is None:
+        if not args:
+            raise ValueError('a MobileNetV4 row needs the variant as its first argument, '
+                             'e.g. [-1, 1, MobileNetV4, [conv_small]]')
+        variant, args = args[0], args[1:]
+    return get_variant(variant), list(args)
+
+
+def expand_backbone_rows(d):
+    """A copy of the model dict with every MobileNetV4 backbone row replaced by its five stage rows."""
+    divisor = d.get('channel_multiple') or 8
+    rows = []
+    for f, n, module, args in d['backbone']:
+        variant, extra = _backbone_variant(module, args)
+        if variant is None:
+            rows.append([f, n, module, args])
+            continue
+        if n != 1:
+            raise ValueError(f'a MobileNetV4 backbone row takes number 1, not {n}')
+        if len(extra) > 1:
+            raise ValueError(f'a MobileNetV4 backbone row takes at most one argument (the pretrained '
+                             f'weights), got {extra}')
+        quoted = [repr(str(a)) for a in extra]  # parse_model eval()s string args
+        for index, c_out in enumerate(variant.stage_out_channels()):
+            rows.append([f if index == 0 else -1, 1, 'MobileNetV4Stage',
+                         [_conv_branch_arg(c_out, d['width_multiple'], divisor), repr(variant.name), index,
+                          *quoted]])
+    return {**d, 'backbone': rows}
+
+
+def register(yolo):
+    """Register the MobileNetV4 layers into a `models.yolo` module (repo or PyPI layout); idempotent."""
+    if getattr(yolo, '_mnv4_registered', False):
+        return
+    missing = [name for name in ('parse_model', 'BaseModel', 'DetectionModel', 'Conv') if not hasattr(yolo, name)]
+    if missing:
+        raise RuntimeError(f'unsupported YOLOv5 version: {yolo.__name__} has no {", ".join(missing)} '
+                           f'(yolov5-mnv4 supports v7.0 and later)')
+    _RidesConvBranch.conv = yolo.Conv
+    original_parse, original_fuse = yolo.parse_model, yolo.BaseModel.fuse
+
+    @functools.wraps(original_parse)
+    def parse_model(d, ch):
+        return original_parse(expand_backbone_rows(d), ch)
+
+    @functools.wraps(original_fuse)
+    def fuse(self, *args, **kwargs):
+        fuse_blocks(self)
+        return original_fuse(self, *args, **kwargs)
+
+    yolo.parse_model = parse_model
+    yolo.BaseModel.fuse = fuse
+    yolo.MobileNetV4Stage = MobileNetV4Stage
+    yolo._mnv4_registered = True
+
+
+class _PipYolov5Finder(importlib.abc.MetaPathFinder):
+    """Registers into the PyPI `yolov5` package's `yolov5.models.yolo` right after it is imported."""
+    target = 'yolov5.models.yolo'
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.target:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            exec_module = spec.loader.exec_module
+
+            def exec_and_register(module):
+                exec_module(module)
+                register(module)
+
+            spec.loader.exec_module = exec_and_register
+        return spec
+
+
+def watch_pip_yolov5():
+    """Register into the PyPI `yolov5` package now if it is imported, else as soon as it is."""
+    if _PipYolov5Finder.target in sys.modules:
+        register(sys.modules[_PipYolov5Finder.target])
+    elif not any(isinstance(f, _PipYolov5Finder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PipYolov5Finder())

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up everything the demo and the tests need, idempotently:
+#   .venv with torch, the plugin (editable, with its test extra) and YOLOv5 v7.0's requirements;
+#   a YOLOv5 tree in .cache/yolov5-<ref> (git clone, or rebuilt from PyPI yolov5==7.0.14 offline);
+#   the plugin applied to that tree.
+# Environment: PYTHON (default python3), YOLOV5_REF (default v7.0), YOLOV5_DIR (use your own checkout).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ref=${YOLOV5_REF:-v7.0}
+tree=${YOLOV5_DIR:-$PWD/.cache/yolov5-$ref}
+
+step() { printf '\n[setup %s] %s\n' "$(date +%T)" "$*"; }
+
+if [ ! -x .venv/bin/python ]; then
+  step "creating .venv"
+  "${PYTHON:-python3}" -m venv .venv
+fi
+. .venv/bin/activate
+if ! python -c 'import torch, torchvision' 2>/dev/null; then
+  step "installing torch 2.14.1 + torchvision 0.29.1 (large; a few minutes)"
+  pip install --progress-bar off torch==2.14.1 torchvision==0.29.1
+fi
+step "installing the plugin and YOLOv5 v7.0's requirements"
+# setuptools<81 and numpy<2.4: YOLOv5 v7.0 imports pkg_resources and calls np.trapz.
+# yolov5==7.0.14 brings every package a v7.0 tree (clone or PyPI-built) imports; onnxscript is
+# what torch>=2.9's default ONNX exporter needs under v7.0's export.py.
+pip install --progress-bar off -q -e '.[test]' 'setuptools<81' 'numpy<2.4' 'yolov5==7.0.14' ipython onnxscript
+step "getting YOLOv5 $ref into $tree"
+python scripts/get_yolov5.py --ref "$ref" --dest "$tree"
+step "applying the plugin"
+python scripts/apply.py "$tree"
+step "done: YOLOv5 at $tree"

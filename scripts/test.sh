@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh), then run the whole test suite: unit tests, the YOLOv5 integration tests
+# and one smoke-train on coco128 through the stock train/val/detect/export scripts.
+# Extra arguments go to pytest, e.g. scripts/test.sh -m 'not smoke'.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+. .venv/bin/activate
+export YOLOV5_DIR=${YOLOV5_DIR:-$PWD/.cache/yolov5-${YOLOV5_REF:-v7.0}}
+exec python -m pytest "$@"

@@ -1,0 +1,139 @@
+"""The apply script and the patches: idempotent, reversible byte for byte, refusing cleanly."""
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from yolov5_mnv4.apply import HOOK_BLOCK, ApplyError, apply, patch_for, plugin_configs
+
+REPO = Path(__file__).resolve().parents[1]
+PATCHES = {'v7.0': REPO / 'patches' / 'yolov5-v7.0.patch', 'master': REPO / 'patches' / 'yolov5-master.patch'}
+
+
+def tree_digest(root):
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob('*')) if p.is_file() and '.git' not in p.parts}
+
+
+@pytest.fixture
+def pristine(yolov5_dir, tmp_path):
+    """A copy of the YOLOv5 tree without the plugin."""
+    tree = tmp_path / 'yolov5'
+    shutil.copytree(yolov5_dir, tree, ignore=shutil.ignore_patterns('.git', '__pycache__', 'runs'))
+    apply(tree, revert=True)
+    assert '# yolov5-mnv4' not in (tree / 'models' / 'yolo.py').read_text()
+    assert not (tree / 'models' / 'mnv4').exists()
+    return tree
+
+
+def test_apply_is_idempotent_and_revert_restores_every_byte(pristine):
+    before = tree_digest(pristine)
+    changed = apply(pristine)
+    assert 'models/yolo.py' in changed and 'models/mnv4/yolov5_mobilenetv4.yaml' in changed
+    once = tree_digest(pristine)
+    assert once != before
+    assert apply(pristine) == []
+    assert tree_digest(pristine) == once
+    apply(pristine, revert=True)
+    assert tree_digest(pristine) == before
+    assert apply(pristine, revert=True) == []
+
+
+def test_cli_reports_and_refuses(pristine, tmp_path):
+    script = [sys.executable, str(REPO / 'scripts' / 'apply.py')]
+    ok = subprocess.run([*script, str(pristine)], capture_output=True, text=True)
+    assert ok.returncode == 0 and 'applied' in ok.stdout
+    again = subprocess.run([*script, str(pristine)], capture_output=True, text=True)
+    assert again.returncode == 0 and 'already applied' in again.stdout
+    bad = subprocess.run([*script, str(tmp_path / 'nowhere')], capture_output=True, text=True)
+    assert bad.returncode == 2 and 'is not a folder' in bad.stderr and 'nothing was changed' in bad.stderr
+
+
+def test_refuses_a_folder_that_is_not_yolov5(tmp_path):
+    (tmp_path / 'models').mkdir()
+    (tmp_path / 'models' / 'yolo.py').write_text('print("hi")\n')
+    before = tree_digest(tmp_path)
+    with pytest.raises(ApplyError, match='not a YOLOv5 checkout'):
+        apply(tmp_path)
+    assert tree_digest(tmp_path) == before
+
+
+def test_refuses_an_unsupported_version_untouched(pristine):
+    yolo_py = pristine / 'models' / 'yolo.py'
+    yolo_py.write_text(yolo_py.read_text().replace('class DetectionModel(BaseModel)', 'class Model(nn.Module)'))
+    before = tree_digest(pristine)
+    with pytest.raises(ApplyError, match='unsupported YOLOv5 version'):
+        apply(pristine)
+    assert tree_digest(pristine) == before
+
+
+def test_refuses_the_pypi_package_layout(pristine):
+    yolo_py = pristine / 'models' / 'yolo.py'
+    yolo_py.write_text(yolo_py.read_text().replace('from models.common import', 'from yolov5.models.common import'))
+    with pytest.raises(ApplyError, match='PyPI yolov5 package'):
+        apply(pristine)
+
+
+def test_refuses_an_edited_hook(pristine):
+    apply(pristine)
+    yolo_py = pristine / 'models' / 'yolo.py'
+    yolo_py.write_text(yolo_py.read_text().replace('_mnv4.register(', '_mnv4.register (', 1))
+    before = tree_digest(pristine)
+    with pytest.raises(ApplyError, match='edited yolov5-mnv4 hook'):
+        apply(pristine, revert=True)
+    assert tree_digest(pristine) == before
+
+
+def test_failed_write_rolls_back(pristine, monkeypatch):
+    before = tree_digest(pristine)
+    real_write = Path.write_bytes
+
+    def failing_write(self, data):
+        if self.name == 'yolo.py':
+            raise OSError('disk full')
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, 'write_bytes', failing_write)
+    with pytest.raises(OSError):
+        apply(pristine)
+    monkeypatch.undo()
+    assert tree_digest(pristine) == before
+
+
+def _added_lines(patch, path):
+    """The '+' lines of one file's diff in a git patch."""
+    lines, inside = [], False
+    for line in patch.splitlines(keepends=True):
+        if line.startswith('diff --git '):
+            inside = line.split()[-1] == f'b/{path}'
+        elif inside and line.startswith('+') and not line.startswith('+++'):
+            lines.append(line[1:])
+    return ''.join(lines)
+
+
+@pytest.mark.parametrize('ref', list(PATCHES))
+def test_patch_files_carry_the_same_change_as_the_script(ref):
+    patch = PATCHES[ref].read_text()
+    assert _added_lines(patch, 'models/yolo.py') == HOOK_BLOCK
+    assert not [l for l in patch.splitlines() if l.startswith('-') and not l.startswith('---')]  # only adds
+    for rel, content in plugin_configs().items():
+        assert _added_lines(patch, rel.as_posix()) == content.decode(), f'{rel} in {PATCHES[ref].name} is stale'
+
+
+def test_v70_patch_applies_like_the_script(pristine, tmp_path):
+    by_git = tmp_path / 'by-git'
+    shutil.copytree(pristine, by_git)
+    subprocess.run(['git', 'apply', '--unsafe-paths', '--directory', '', str(PATCHES['v7.0'])], cwd=by_git,
+                   check=True, capture_output=True)
+    # The script's own diff of this tree is the shipped patch, up to hunk line numbers and blob ids,
+    # which differ between a clone and the PyPI-built tree (license header, prefixed imports).
+    assert _without_positions(patch_for(pristine)) == _without_positions(PATCHES['v7.0'].read_text())
+    apply(pristine)
+    assert tree_digest(by_git) == tree_digest(pristine)
+
+
+def _without_positions(patch):
+    return [line for line in patch.splitlines() if not line.startswith(('@@', 'index '))]

@@ -1,0 +1,25 @@
+"""One real smoke-train through the stock scripts: train -> val -> detect -> export -> ONNX Runtime
+-> fine-tune from best.pt, offline, on coco128 (the embedded coco8 where ../shared is absent)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COCO128 = Path(os.environ.get('COCO128', REPO.parent / 'shared' / 'datasets' / 'coco128'))
+EMBEDDED = REPO / 'plugin' / 'yolov5_mnv4' / 'data' / 'coco8'
+
+
+@pytest.mark.smoke
+def test_smoke_train_val_detect_export_on_coco128(yolov5_dir, tmp_path):
+    data = COCO128 if (COCO128 / 'images' / 'train2017').is_dir() else EMBEDDED
+    print(f'smoke data: {data}')
+    cmd = [sys.executable, str(REPO / 'scripts' / 'smoke.py'), '--yolov5', str(yolov5_dir),
+           '--cfg', 'yolov5_mobilenetv4.yaml', '--data', str(data), '--out', str(tmp_path / 'smoke')]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    print(result.stdout[-3000:])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert 'smoke: yolov5_mobilenetv4.yaml OK' in result.stdout
+    assert 'onnx-vs-torch' in (tmp_path / 'smoke' / 'onnxruntime.log').read_text()

@@ -1,0 +1,140 @@
+"""The plugin inside YOLOv5: configs build through the stock parse_model, fuse, layouts, errors."""
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from helpers import perturb_
+from yolov5_mnv4 import VARIANTS
+from yolov5_mnv4.integration import MobileNetV4Stage, expand_backbone_rows
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / 'models').glob('*.yaml'))
+VARIANT_CONFIGS = {'conv_small': 'yolov5-mnv4-conv-s.yaml', 'conv_medium': 'yolov5-mnv4-conv-m.yaml',
+                   'conv_large': 'yolov5-mnv4-conv-l.yaml', 'hybrid_medium': 'yolov5-mnv4-hybrid-m.yaml',
+                   'hybrid_large': 'yolov5-mnv4-hybrid-l.yaml'}
+TAPS = {'conv_small': [64, 96, 128], 'conv_medium': [80, 160, 256], 'conv_large': [96, 192, 512],
+        'hybrid_medium': [80, 160, 256], 'hybrid_large': [96, 192, 512]}
+
+
+def test_every_variant_has_a_config_and_the_card_config_exists():
+    names = {p.name for p in CONFIGS}
+    assert set(VARIANT_CONFIGS.values()) | {'yolov5_mobilenetv4.yaml'} == names
+    assert len({n.lower() for n in names}) == len(names)  # nothing that collides case-insensitively
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda p: p.name)
+def test_config_builds_with_backbone_in_layers_0_to_4(yolo, config):
+    cfg = yaml.safe_load(config.read_text())
+    variant = next(v for v, name in VARIANT_CONFIGS.items() if name == config.name) \
+        if config.name in VARIANT_CONFIGS.values() else 'conv_small'
+    model = yolo.DetectionModel(str(config))
+    stages = [m for m in model.model if isinstance(m, MobileNetV4Stage)]
+    assert [m.i for m in stages] == [0, 1, 2, 3, 4] and {m.variant for m in stages} == {variant}
+    assert type(model.model[5]).__name__ == 'SPPF'
+    assert model.stride.tolist() == [8.0, 16.0, 32.0]
+    backbone = sum(p.numel() for m in stages for p in m.parameters())
+    from test_model import BACKBONE_PARAMS
+    assert backbone == BACKBONE_PARAMS[variant]
+    model.train()
+    out = model(torch.zeros(2, 3, 128, 96))
+    assert [tuple(o.shape) for o in out] == [(2, 3, 128 // s, 96 // s, cfg['nc'] + 5) for s in (8, 16, 32)]
+    # The head's P3, P4, P5 come from layers 2, 3, 4: the /8, /16, /32 stage outputs.
+    x, taps = torch.zeros(1, 3, 64, 64), []
+    for stage in stages:
+        x = stage(x)
+        taps.append(x.shape[1])
+    assert taps[2:] == TAPS[variant]
+
+
+def test_yolov5_fuse_folds_our_batchnorms(yolo):
+    model = perturb_(yolo.DetectionModel(str(REPO / 'models' / 'yolov5-mnv4-conv-s.yaml'))).eval()
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        before = model(x)[0]
+        model.fuse()
+        after = model(x)[0]
+    assert (before - after).abs().max().item() < 1e-3 * max(1.0, before.abs().max().item())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_freeze_5_freezes_exactly_the_backbone(yolo):
+    model = yolo.DetectionModel(str(REPO / 'models' / 'yolov5-mnv4-hybrid-m.yaml'))
+    frozen = [f'model.{x}.' for x in range(5)]  # what train.py --freeze 5 matches
+    backbone = {f'model.{m.i}.{n}' for m in model.model if isinstance(m, MobileNetV4Stage)
+                for n, _ in m.named_parameters()}
+    matched = {n for n, _ in model.named_parameters() if any(f in n for f in frozen)}
+    assert matched == backbone
+
+
+def test_width_multiple_leaves_the_backbone_alone(yolo):
+    cfg = yaml.safe_load((REPO / 'models' / 'yolov5-mnv4-conv-m.yaml').read_text())
+    for width in (0.25, 0.33, 0.75, 1.25):
+        model = yolo.DetectionModel({**copy.deepcopy(cfg), 'width_multiple': width})
+        assert [m.np for m in model.model[:5]] == [
+            sum(p.numel() for p in m.parameters()) for m in model.model[:5]]
+        assert sum(m.np for m in model.model[:5]) == 6_955_472
+
+
+def test_generic_row_and_bad_rows(yolo):
+    cfg = yaml.safe_load((REPO / 'models' / 'yolov5-mnv4-conv-s.yaml').read_text())
+    cfg['backbone'][0] = [-1, 1, 'MobileNetV4', ['hybrid-medium']]
+    assert {m.variant for m in yolo.DetectionModel(copy.deepcopy(cfg)).model[:5]} == {'hybrid_medium'}
+    cfg['backbone'][0] = [-1, 1, 'MobileNetV4', ['conv_tiny']]
+    with pytest.raises(ValueError, match='valid names: conv_small, conv_medium'):
+        yolo.DetectionModel(copy.deepcopy(cfg))
+    cfg['backbone'][0] = [-1, 2, 'MobileNetV4ConvSmall', []]
+    with pytest.raises(ValueError, match='takes number 1'):
+        yolo.DetectionModel(copy.deepcopy(cfg))
+
+
+def test_expansion_keeps_the_yaml_and_the_row_numbering():
+    cfg = yaml.safe_load((REPO / 'models' / 'yolov5_mobilenetv4.yaml').read_text())
+    original = copy.deepcopy(cfg)
+    expanded = expand_backbone_rows(cfg)
+    assert cfg == original  # the model's yaml (saved in checkpoints) keeps the one-row form
+    assert [row[2] for row in expanded['backbone']] == ['MobileNetV4Stage'] * 5 + ['SPPF']
+    assert expanded['head'] == cfg['head']
+
+
+def _run(code, cwd, env):
+    return subprocess.run([sys.executable, '-c', code], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_pypi_yolov5_package_is_registered_on_import(offline, tmp_path):
+    code = f'''
+import yolov5_mnv4, torch
+from yolov5.models.yolo import DetectionModel
+m = DetectionModel({str(REPO / 'models' / 'yolov5-mnv4-hybrid-m.yaml')!r}).eval()
+assert type(m.model[3]).__name__ == 'MobileNetV4Stage', type(m.model[3])
+print('params', sum(p.numel() for p in m.parameters()), tuple(m(torch.zeros(1, 3, 128, 128))[0].shape))
+'''
+    result = _run(code, tmp_path, offline)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'params 11644013 (1, 1008, 85)' in result.stdout
+
+
+def test_checkpoint_without_the_plugin_fails_clearly(yolov5_dir, offline, tmp_path):
+    code = f'''
+import sys, torch
+sys.path.insert(0, {str(yolov5_dir)!r})
+from models.yolo import DetectionModel
+torch.save({{'model': DetectionModel({str(REPO / 'models' / 'yolov5-mnv4-conv-s.yaml')!r})}}, 'ckpt.pt')
+'''
+    assert _run(code, tmp_path, offline).returncode == 0
+    blocked = f'''
+import sys, torch
+sys.modules['yolov5_mnv4'] = None  # as if the plugin were not installed
+sys.path.insert(0, {str(yolov5_dir)!r})
+import models.yolo
+torch.load('ckpt.pt', weights_only=False)
+'''
+    result = _run(blocked, tmp_path, offline)
+    assert result.returncode != 0
+    assert 'yolov5-mnv4 is not installed here' in result.stderr
+    assert "yolov5_mnv4" in result.stderr.splitlines()[-1]
