@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'scripts'))  # scripts/smoke.py helpers
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,13 @@ this plugin). It does three things and copies no YOLOv5 code:
    and returns one tensor, so `_forward_once`, `--freeze`, `--visualize` and profiling work unchanged;
 2. makes `MobileNetV4Stage` resolvable by name in `parse_model` and gives it YOLOv5's channel
    bookkeeping (see `_RidesConvBranch`);
-3. wraps `BaseModel.fuse` so that `model.fuse()` also folds the BatchNorms of our blocks.
+3. wraps `BaseModel.fuse` so that `model.fuse()` also folds the BatchNorms of our blocks;
+4. wraps `initialize_weights`, which DetectionModel calls after its stride-probing forward pass (in
+   train mode, so it moves BatchNorm statistics) and which sets every BatchNorm to eps 1e-3 and
+   momentum 0.03: pretrained stages are reloaded there, keeping the eps their weights were trained
+   with (momentum stays YOLOv5's 0.03 for fine-tuning).
 """
+import copy
 import functools
 import importlib.abc
 import importlib.machinery
@@ -20,6 +25,7 @@ import sys
 import torch.nn as nn
 
 from .model import build_stage, fuse_blocks
+from .pretrained import load_stage_weights
 from .specs import get_variant
 
 # Backbone row names accepted in YAML; 'MobileNetV4' takes the variant as its first argument.
@@ -32,6 +38,7 @@ BACKBONE_ROWS = {
     'MobileNetV4': None,
 }
 STAGES_PER_ROW = 5
+YOLOV5_BN_EPS = 1e-3  # what YOLOv5's initialize_weights gives every BatchNorm
 
 
 class _RidesConvBranch(type):
@@ -63,9 +70,8 @@ class MobileNetV4Stage(nn.Sequential, metaclass=_RidesConvBranch):
                              f'parse_model made it {c2}: width_multiple/channel_multiple must keep multiples '
                              f'of 8 unchanged')
         super().__init__(*build_stage(spec, index, c1))
-        self.variant, self.index = spec.name, index
+        self.variant, self.index, self.pretrained = spec.name, index, weights
         if weights:
-            from .pretrained import load_stage_weights
             load_stage_weights(self, weights)
 
 
@@ -110,16 +116,34 @@ def expand_backbone_rows(d):
     return {**d, 'backbone': rows}
 
 
+def backbone_row(d):
+    """Index of the first MobileNetV4 row of a model dict's backbone."""
+    for i, (_, _, module, _) in enumerate(d['backbone']):
+        if isinstance(module, str) and module in BACKBONE_ROWS:
+            return i
+    raise ValueError('the config has no MobileNetV4 backbone row (e.g. [-1, 1, MobileNetV4ConvSmall, []])')
+
+
+def with_pretrained(d, source):
+    """A copy of the model dict whose MobileNetV4 row loads its weights from `source`."""
+    d = copy.deepcopy(d)
+    row = d['backbone'][backbone_row(d)]
+    variant, _ = _backbone_variant(row[2], row[3])
+    row[3] = ([variant.name] if row[2] == 'MobileNetV4' else []) + [str(source)]
+    return d
+
+
 def register(yolo):
     """Register the MobileNetV4 layers into a `models.yolo` module (repo or PyPI layout); idempotent."""
     if getattr(yolo, '_mnv4_registered', False):
         return
-    missing = [name for name in ('parse_model', 'BaseModel', 'DetectionModel', 'Conv') if not hasattr(yolo, name)]
+    missing = [name for name in ('parse_model', 'BaseModel', 'DetectionModel', 'Conv', 'initialize_weights')
+               if not hasattr(yolo, name)]
     if missing:
         raise RuntimeError(f'unsupported YOLOv5 version: {yolo.__name__} has no {", ".join(missing)} '
                            f'(yolov5-mnv4 supports v7.0 and later)')
     _RidesConvBranch.conv = yolo.Conv
-    original_parse, original_fuse = yolo.parse_model, yolo.BaseModel.fuse
+    original_parse, original_fuse, original_init = yolo.parse_model, yolo.BaseModel.fuse, yolo.initialize_weights
 
     @functools.wraps(original_parse)
     def parse_model(d, ch):
@@ -130,7 +154,15 @@ def register(yolo):
         fuse_blocks(self)
         return original_fuse(self, *args, **kwargs)
 
+    @functools.wraps(original_init)
+    def initialize_weights(model):
+        original_init(model)
+        for m in model.modules():
+            if isinstance(m, MobileNetV4Stage) and m.pretrained:
+                load_stage_weights(m, m.pretrained)
+
     yolo.parse_model = parse_model
+    yolo.initialize_weights = initialize_weights
     yolo.BaseModel.fuse = fuse
     yolo.MobileNetV4Stage = MobileNetV4Stage
     yolo._mnv4_registered = True

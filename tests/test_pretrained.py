@@ -1,0 +1,122 @@
+"""ImageNet-pretrained backbones from timm checkpoints, inside a full YOLOv5 DetectionModel."""
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from helpers import max_abs_diff, perturb_
+from test_yolov5 import VARIANT_CONFIGS
+from yolov5_mnv4 import MobileNetV4
+from yolov5_mnv4.pretrained import TIMM_BN_EPS
+from yolov5_mnv4.timm_weights import WeightMappingError
+from yolov5_mnv4.weights_file import build_pretrained_model
+
+timm = pytest.importorskip('timm', reason='timm is in the test extra (pip install -e .[test])')
+REPO = Path(__file__).resolve().parents[1]
+
+
+def save_timm(model, path):
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if path.suffix == '.safetensors':
+        from safetensors.torch import save_file
+        save_file(state, str(path))
+    else:
+        torch.save(state, str(path))
+    return path
+
+
+def backbone_taps(detection_model, x):
+    taps = []
+    for stage in detection_model.model[:5]:
+        x = stage(x)
+        taps.append(x)
+    return taps[1:]
+
+
+def config(variant):
+    return yaml.safe_load((REPO / 'models' / VARIANT_CONFIGS[variant]).read_text())
+
+
+@pytest.mark.parametrize('variant', list(VARIANT_CONFIGS))
+def test_detector_backbone_reproduces_timm_features(yolo, variant, tmp_path):
+    reference = perturb_(timm.create_model(f'mobilenetv4_{variant}', pretrained=False), seed=7).eval()
+    x = torch.randn(1, 3, 320, 256)
+    with torch.no_grad():
+        expected = reference.forward_intermediates(x, indices=[1, 2, 3, 4], extra_blocks=True,
+                                                   intermediates_only=True)
+    for suffix in ('.safetensors', '.pth', '.bin'):
+        source = save_timm(reference, tmp_path / f'{variant}{suffix}')
+        model = build_pretrained_model(yolo, config(variant), source).eval()
+        bns = [m for stage in model.model[:5] for m in stage.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert {bn.eps for bn in bns} == {TIMM_BN_EPS}  # survived YOLOv5's initialize_weights
+        assert {bn.momentum for bn in bns} == {0.03}  # YOLOv5's fine-tuning momentum
+        with torch.no_grad():
+            assert max_abs_diff(expected, backbone_taps(model, x)) < 1e-5, suffix
+
+
+def test_wrong_variant_is_refused_naming_both(yolo, tmp_path):
+    source = save_timm(timm.create_model('mobilenetv4_conv_large', pretrained=False), tmp_path / 'l.safetensors')
+    with pytest.raises(WeightMappingError, match=r'MobileNetV4 hybrid_large \(it looks like conv_large\)'):
+        build_pretrained_model(yolo, config('hybrid_large'), source)
+
+
+def test_leftover_and_missing_keys_are_named(yolo, tmp_path):
+    state = timm.create_model('mobilenetv4_conv_small', pretrained=False).state_dict()
+    state['blocks.3.9.extra.weight'] = torch.zeros(1)
+    del state['blocks.2.0.pw_exp.conv.weight']
+    source = tmp_path / 'edited.pth'
+    torch.save(state, source)
+    with pytest.raises(WeightMappingError) as err:
+        build_pretrained_model(yolo, config('conv_small'), source)
+    assert 'blocks.3.9.extra.weight' in str(err.value) and 'blocks.2.0.pw_exp.conv.weight' in str(err.value)
+
+
+def test_missing_file_and_bad_format_are_clear(yolo, tmp_path):
+    with pytest.raises(FileNotFoundError, match='pretrained backbone weights not found'):
+        build_pretrained_model(yolo, config('conv_small'), tmp_path / 'nope.safetensors')
+    (tmp_path / 'w.onnx').write_text('x')
+    with pytest.raises(ValueError, match='unsupported checkpoint format'):
+        build_pretrained_model(yolo, config('conv_small'), tmp_path / 'w.onnx')
+
+
+def test_weights_file_through_stock_train(yolov5_dir, offline, tmp_path):
+    reference = perturb_(timm.create_model('mobilenetv4_conv_small', pretrained=False), seed=5).eval()
+    source = save_timm(reference, tmp_path / 'mnv4s.safetensors')
+    weights = tmp_path / 'mnv4s.pt'
+    convert = subprocess.run([sys.executable, str(REPO / 'scripts' / 'timm_to_yolov5.py'), '--yolov5',
+                              str(yolov5_dir), '--cfg', 'yolov5-mnv4-conv-s.yaml', '--timm', str(source),
+                              '--out', str(weights)], capture_output=True, text=True, env=offline)
+    assert convert.returncode == 0, convert.stderr[-3000:]
+    assert f'({len(MobileNetV4("conv_small").state_dict())} backbone tensors from' in convert.stdout
+
+    # The weights file alone (timm file gone) reproduces timm's features once rebuilt from the config.
+    source.unlink()
+    sys.path.insert(0, str(yolov5_dir))
+    ckpt = torch.load(weights, weights_only=False)
+    import models.yolo
+    rebuilt = models.yolo.DetectionModel(str(REPO / 'models' / 'yolov5-mnv4-conv-s.yaml'))
+    rebuilt.load_state_dict(ckpt['model'].state_dict())
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        expected = reference.forward_intermediates(x, indices=[1, 2, 3, 4], extra_blocks=True,
+                                                   intermediates_only=True)
+        assert max_abs_diff(expected, backbone_taps(rebuilt.eval(), x)) < 1e-4
+
+    from smoke import prepare_data
+    data_yaml, _ = prepare_data(REPO / 'plugin' / 'yolov5_mnv4' / 'data' / 'coco8', yolov5_dir, tmp_path)
+    train = subprocess.run([sys.executable, 'train.py', '--cfg', 'yolov5-mnv4-conv-s.yaml', '--weights', str(weights),
+                            '--data', str(data_yaml), '--epochs', '1', '--img', '64', '--batch-size', '4',
+                            '--workers', '0', '--device', 'cpu', '--noplots', '--freeze', '5', '--project',
+                            str(tmp_path / 'runs'), '--name', 'ft'], cwd=yolov5_dir, env=offline,
+                           capture_output=True, text=True, timeout=600)
+    log = train.stdout + train.stderr
+    assert train.returncode == 0, log[-3000:]
+    done, total = map(int, re.search(r'Transferred (\d+)/(\d+) items', log).groups())
+    print(f'train.py: Transferred {done}/{total} items')
+    assert done == total - 1  # all but the anchors, which train.py excludes when --cfg is given
+    assert 'freezing model.4.' in log and 'freezing model.5.' not in log
