@@ -38,7 +38,8 @@ class Runner:
         self.yolov5, self.work, self.env, self.times = yolov5, work, env, {}
 
     def __call__(self, step, *args):
-        print(f'\n=== {step}: python {" ".join(map(str, args))}', flush=True)
+        shown = ' '.join(map(str, args if args[0] != '-c' else ('-c <inline check>', *args[2:])))
+        print(f'\n=== {step}: python {shown}', flush=True)
         log = self.work / f'{step}.log'
         start = time.perf_counter()
         with open(log, 'w') as out:

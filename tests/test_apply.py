@@ -101,6 +101,7 @@ def test_failed_write_rolls_back(pristine, monkeypatch):
         apply(pristine)
     monkeypatch.undo()
     assert tree_digest(pristine) == before
+    assert not (pristine / 'models' / 'mnv4').exists()
 
 
 def _added_lines(patch, path):

@@ -1,5 +1,4 @@
 """ImageNet-pretrained backbones from timm checkpoints, inside a full YOLOv5 DetectionModel."""
-import copy
 import re
 import subprocess
 import sys

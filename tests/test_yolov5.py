@@ -9,7 +9,6 @@ import torch
 import yaml
 
 from helpers import perturb_
-from yolov5_mnv4 import VARIANTS
 from yolov5_mnv4.integration import MobileNetV4Stage, expand_backbone_rows
 
 REPO = Path(__file__).resolve().parents[1]

@@ -105,20 +105,23 @@ def write_changes(root, changes):
     try:
         for rel, new in changes.items():
             path = root / rel
-            old = path.read_bytes() if path.is_file() else None
+            done.append((path, path.read_bytes() if path.is_file() else None))
             if new is None:
                 path.unlink()
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(new)
-            done.append((path, old))
     except OSError:
         for path, old in reversed(done):
-            path.unlink() if old is None else path.write_bytes(old)
+            if old is not None:
+                path.write_bytes(old)
+            elif path.exists():
+                path.unlink()
         raise
-    config_dir = root / CONFIG_DIR
-    if config_dir.is_dir() and not any(config_dir.iterdir()):
-        config_dir.rmdir()
+    finally:
+        config_dir = root / CONFIG_DIR
+        if config_dir.is_dir() and not any(config_dir.iterdir()):
+            config_dir.rmdir()
 
 
 def apply(root, revert=False):

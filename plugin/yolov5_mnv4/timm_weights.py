@@ -97,10 +97,6 @@ def _mismatch_message(model, timm_state, missing, unused, bad_shapes=()):
     return '\n'.join(lines)
 
 
-def _layout(stem_width, blocks_per_stage):
-    return stem_width, tuple(blocks_per_stage)
-
-
 def guess_variant(timm_state):
     """Name the MobileNetV4 variant a timm state dict was saved from (stem width, blocks per stage)."""
     stem = timm_state.get('conv_stem.weight')
@@ -112,8 +108,8 @@ def guess_variant(timm_state):
             counts[s] = max(counts[s], j + 1)
     if stem is None:
         return None
-    layout = _layout(stem.shape[0], counts)
+    layout = (stem.shape[0], tuple(counts))
     for name, variant in VARIANTS.items():
-        if _layout(variant.stages[0][0].out, [len(stage) for stage in variant.stages[1:]]) == layout:
+        if (variant.stages[0][0].out, tuple(len(stage) for stage in variant.stages[1:])) == layout:
             return name
     return None

@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""Benchmark the MNv4 detectors against stock yolov5n / yolov5s and the blog recipe's model, in one run:
+params, GFLOPs at 640, CPU latency at batch 1 (2 threads) for fused PyTorch eager and ONNX Runtime,
+median and spread over interleaved runs, peak memory; writes a table (Markdown), CSV, JSON and a
+latency-vs-GFLOPs PNG. --train adds training throughput (images/s, one epoch at 320 on coco128).
+
+    python scripts/benchmark.py --yolov5 .cache/yolov5-v7.0 [--quick] [--train] [--out runs/benchmark]
+"""
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OURS = {'MNv4-Conv-S': 'yolov5-mnv4-conv-s.yaml', 'MNv4-Conv-M': 'yolov5-mnv4-conv-m.yaml',
+        'MNv4-Hybrid-M': 'yolov5-mnv4-hybrid-m.yaml', 'MNv4-Conv-L': 'yolov5-mnv4-conv-l.yaml',
+        'MNv4-Hybrid-L': 'yolov5-mnv4-hybrid-l.yaml'}
+STOCK = {'yolov5n': 'yolov5n.yaml', 'yolov5s': 'yolov5s.yaml'}
+BLOG = 'blog MNv4-S'
+MODELS = [*STOCK, BLOG, *OURS]
+THREADS = 2
+
+
+def import_yolo(yolov5):
+    from yolov5_mnv4.offline import offline_env
+    os.environ.update(offline_env())
+    sys.path.insert(0, str(yolov5))
+    import logging
+    import models.yolo
+    models.yolo.LOGGER.setLevel(logging.WARNING)  # no model tables for every build
+    return models.yolo
+
+
+def build(yolo, yolov5, name):
+    """The fused eval model `name`, as YOLOv5's export/detect would run it."""
+    if name == BLOG:
+        from blog_recipe import blog_fuse, build_blog_detector
+        model = build_blog_detector(yolo).eval()
+        blog_fuse(model, yolo)
+    else:
+        model = yolo.DetectionModel(str(config_path(yolov5, name))).eval().fuse()
+    model.model[-1].export = True  # Detect returns the single inference tensor, as exported models do
+    return model
+
+
+def config_path(yolov5, name):
+    return yolov5 / 'models' / STOCK[name] if name in STOCK else REPO / 'models' / OURS[name]
+
+
+def gflops(model, size):
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops() / 1e9  # FLOPs = 2 x MACs, the convention of YOLOv5's GFLOPs
+
+
+def onnx_session(model, size, path):
+    import onnxruntime as ort
+    import torch
+    torch.onnx.export(model, (torch.zeros(1, 3, size, size),), str(path), opset_version=17, dynamo=False,
+                      input_names=['images'], output_names=['output0'])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')  # idle threads must not steal
+    return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+
+
+def interleaved(runners, reps, warmup):
+    """Time every runner once per round, round after round, so that machine drift hits all alike."""
+    times = {name: [] for name in runners}
+    for round_ in range(warmup + reps):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            if round_ >= warmup:
+                times[name].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def spread(samples):
+    q = statistics.quantiles(samples, n=4)
+    return statistics.median(samples), q[2] - q[0]
+
+
+def memory_child(yolov5, size):
+    """In a fresh process: for each model, the peak RSS growth of its first inference at `size`.
+
+    The parent sets a fixed glibc mmap threshold, so tensor buffers freed by one model go back to the
+    system instead of being reused, unseen, by the next; the peak RSS (VmHWM) is reset before each.
+    """
+    import gc
+    import torch
+    torch.set_num_threads(THREADS)
+    yolo = import_yolo(yolov5)
+    x = torch.zeros(1, 3, size, size)
+
+    def status(key):
+        for line in open('/proc/self/status'):
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+
+    result = {}
+    for name in MODELS:
+        model = build(yolo, yolov5, name)
+        gc.collect()
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')  # reset the peak RSS to the current RSS
+        base = status('VmRSS:')
+        with torch.inference_mode():
+            model(x)
+        result[name] = status('VmHWM:') - base
+        del model
+    print(json.dumps(result))
+
+
+def measure_memory(yolov5, size):
+    env = {**os.environ, 'MALLOC_MMAP_THRESHOLD_': str(128 * 1024)}
+    proc = subprocess.run([sys.executable, __file__, '--yolov5', str(yolov5), '--memory-child', str(size)],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f'benchmark: memory run failed:\n{proc.stderr[-2000:]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def training_throughput(yolo, yolov5, data_dir, names, size=320, batch=16, rounds=2):
+    """Images/s over one epoch (forward, loss, backward, SGD step) with YOLOv5's dataloader and loss."""
+    import torch
+    import yaml
+    from utils.dataloaders import create_dataloader
+    from utils.loss import ComputeLoss
+    hyp = yaml.safe_load((yolov5 / 'data' / 'hyps' / 'hyp.scratch-low.yaml').read_text())
+    loader, dataset = create_dataloader(str(data_dir / 'images' / 'train2017'), size, batch, 32, hyp=hyp,
+                                        augment=True, workers=0, shuffle=True)
+    results = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            model = yolo.DetectionModel(str(config_path(yolov5, name))).train()
+            model.hyp, model.nc = hyp, 80
+            loss_fn = ComputeLoss(model)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            start, seen = time.perf_counter(), 0
+            for images, targets, _, _ in loader:
+                images = images.float() / 255
+                loss, _ = loss_fn(model(images), targets)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                seen += images.shape[0]
+            results[name].append(seen / (time.perf_counter() - start))
+    return {name: max(v) for name, v in results.items()}
+
+
+def plot(rows, size, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for runtime, marker in (('torch', 'o'), ('ort', 's')):
+        xs = [r['gflops_640'] for r in rows]
+        ys = [r[f'{runtime}_{size}_ms'] for r in rows]
+        ax.scatter(xs, ys, marker=marker, label={'torch': 'PyTorch eager (fused)', 'ort': 'ONNX Runtime'}[runtime])
+        if runtime == 'torch':
+            for r, x, y in zip(rows, xs, ys):
+                ax.annotate(r['model'], (x, y), textcoords='offset points', xytext=(5, 4), fontsize=8)
+    ax.set_xlabel('GFLOPs at 640')
+    ax.set_ylabel(f'CPU latency at {size}, batch 1, {THREADS} threads (ms, median)')
+    ax.set_title(f'YOLOv5 with MobileNetV4 backbones vs stock and the blog recipe ({platform.machine()} CPU)')
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def run(args):
+    import torch
+    torch.set_num_threads(THREADS)
+    yolov5 = args.yolov5.resolve()
+    yolo = import_yolo(yolov5)
+    sys.path.insert(0, str(REPO / 'scripts'))
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = [320] if args.quick else [320, 640]
+    reps, warmup = (5, 2) if args.quick else (args.reps, 5)
+
+    print(f'benchmark: building {len(MODELS)} models', flush=True)
+    models = {name: build(yolo, yolov5, name) for name in MODELS}
+    rows = {name: {'model': name, 'params': sum(p.numel() for p in m.parameters()),
+                   'gflops_640': round(gflops(m, 640), 2)} for name, m in models.items()}
+    for size in sizes:
+        x = torch.zeros(1, 3, size, size)
+        print(f'benchmark: exporting ONNX at {size}', flush=True)
+        sessions = {name: onnx_session(m, size, out / f'{name.replace(" ", "_")}-{size}.onnx')
+                    for name, m in models.items()}
+        feed = {'images': x.numpy()}
+        runners = {}
+        for name, m in models.items():
+            runners[(name, 'torch')] = lambda m=m: m(x)
+            runners[(name, 'ort')] = lambda s=sessions[name]: s.run(None, feed)
+        print(f'benchmark: timing at {size}: {warmup} warm-up + {reps} interleaved rounds', flush=True)
+        with torch.inference_mode():
+            times = interleaved(runners, reps, warmup)
+        for (name, runtime), samples in times.items():
+            median, iqr = spread(samples)
+            rows[name][f'{runtime}_{size}_ms'], rows[name][f'{runtime}_{size}_iqr'] = round(median, 1), round(iqr, 1)
+    print(f'benchmark: peak memory of one inference at {max(sizes)}', flush=True)
+    memory = measure_memory(yolov5, max(sizes))
+    for name in MODELS:
+        rows[name][f'mem_{max(sizes)}_mb'] = round(memory[name], 1)
+    if args.train:
+        print('benchmark: training throughput at 320 (one epoch over coco128 train, best of 2)', flush=True)
+        for name, ips in training_throughput(yolo, yolov5, args.data.resolve(), ['yolov5n', 'MNv4-Conv-S']).items():
+            rows[name]['train_img_s'] = round(ips, 1)
+    report(list(rows.values()), sizes, out, args)
+    return 0
+
+
+def report(rows, sizes, out, args):
+    columns = ['model', 'params', 'gflops_640']
+    for size in sizes:
+        columns += [f'torch_{size}_ms', f'torch_{size}_iqr', f'ort_{size}_ms', f'ort_{size}_iqr']
+    columns += [f'mem_{max(sizes)}_mb'] + (['train_img_s'] if args.train else [])
+    with open(out / 'benchmark.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    machine = f'{platform.machine()}, {os.cpu_count()} CPUs, torch {__import__("torch").__version__}, ' \
+              f'onnxruntime {__import__("onnxruntime").__version__}, {THREADS} threads'
+    (out / 'benchmark.json').write_text(json.dumps({'machine': machine, 'rows': rows}, indent=1))
+    size = max(sizes)
+    plot(rows, size, out / 'latency_vs_gflops.png')
+    lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+    lines += ['| ' + ' | '.join(str(r.get(c, '')) for c in columns) + ' |' for r in rows]
+    by = {r['model']: r for r in rows}
+    ratios = []
+    for runtime in ('torch', 'ort'):
+        key = f'{runtime}_{size}_ms'
+        ratios.append(f'{runtime} @{size}: Conv-S/yolov5n {by["MNv4-Conv-S"][key] / by["yolov5n"][key]:.2f} '
+                      f'(target <= 0.8), Conv-M/yolov5s {by["MNv4-Conv-M"][key] / by["yolov5s"][key]:.2f} '
+                      f'(target <= 1.0), Conv-S/blog {by["MNv4-Conv-S"][key] / by[BLOG][key]:.2f} (target < 1)')
+    if args.train:
+        ratios.append(f'training images/s at 320: MNv4-Conv-S {by["MNv4-Conv-S"]["train_img_s"]}, yolov5n '
+                      f'{by["yolov5n"]["train_img_s"]}')
+    text = '\n'.join([f'machine: {machine}', *lines, '', *ratios])
+    (out / 'benchmark.md').write_text(text + '\n')
+    print('\n' + text)
+    print(f'\nbenchmark: wrote {out}/benchmark.csv, benchmark.json, benchmark.md, latency_vs_gflops.png')
+
+
+def main(argv=None):
+    # Interleaving two runtimes: neither thread pool may keep spinning on the cores after its run.
+    # (Set before torch is imported, which this script does lazily.)
+    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--yolov5', type=Path, default=REPO / '.cache' / 'yolov5-v7.0')
+    parser.add_argument('--out', type=Path, default=REPO / 'runs' / 'benchmark')
+    parser.add_argument('--quick', action='store_true', help='320 only, 5 rounds: for CI (under 2 minutes)')
+    parser.add_argument('--reps', type=int, default=20, help='timed rounds per model and runtime')
+    parser.add_argument('--train', action='store_true', help='also measure training images/s at 320')
+    parser.add_argument('--data', type=Path, default=REPO.parent / 'shared' / 'datasets' / 'coco128')
+    parser.add_argument('--memory-child', type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        sys.path.insert(0, str(REPO / 'scripts'))
+        return memory_child(args.yolov5.resolve(), args.memory_child)
+    return run(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
