@@ -85,6 +85,32 @@ def interleaved(runners, reps, warmup):
     return times
 
 
+def layer_times(yolov5, names, size=640, reps=10):
+    """Per-layer latency (ms, median) of fused eval models, as YOLOv5's forward loop runs them."""
+    import torch
+    torch.set_num_threads(THREADS)
+    yolo = import_yolo(yolov5)
+    x = torch.zeros(1, 3, size, size)
+    for name in names:
+        model = build(yolo, yolov5, name)
+        samples = [[] for _ in model.model]
+        with torch.inference_mode():
+            for round_ in range(reps + 3):
+                outputs, y = [], x
+                for layer in model.model:
+                    if layer.f != -1:
+                        y = outputs[layer.f] if isinstance(layer.f, int) else [y if j == -1 else outputs[j] for j in layer.f]
+                    start = time.perf_counter()
+                    y = layer(y)
+                    if round_ >= 3:
+                        samples[layer.i].append((time.perf_counter() - start) * 1000)
+                    outputs.append(y)
+        medians = [statistics.median(s) for s in samples]
+        print(f'{name} at {size}: total {sum(medians):.1f} ms; ' + ', '.join(
+            f'{layer.i} {layer.type.split(".")[-1]} {t:.1f}' for layer, t in zip(model.model, medians)))
+    return 0
+
+
 def spread(samples):
     q = statistics.quantiles(samples, n=4)
     return statistics.median(samples), q[2] - q[0]
@@ -265,8 +291,12 @@ def main(argv=None):
     parser.add_argument('--reps', type=int, default=20, help='timed rounds per model and runtime')
     parser.add_argument('--train', action='store_true', help='also measure training images/s at 320')
     parser.add_argument('--data', type=Path, default=REPO.parent / 'shared' / 'datasets' / 'coco128')
+    parser.add_argument('--layers', nargs='+', choices=MODELS, help='only per-layer latency of these models')
     parser.add_argument('--memory-child', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.layers:
+        sys.path.insert(0, str(REPO / 'scripts'))
+        return layer_times(args.yolov5.resolve(), args.layers)
     if args.memory_child:
         sys.path.insert(0, str(REPO / 'scripts'))
         return memory_child(args.yolov5.resolve(), args.memory_child)

@@ -6,7 +6,6 @@ run at /32, so SPPF works on 1280 channels), its config's head (width 0.5, head 
 and `fuse()` folding only YOLOv5's own Conv modules (its backbone BatchNorms stay unfused).
 Not shipped as a model: this is what we replace.
 """
-import copy
 from pathlib import Path
 
 import torch.nn as nn
@@ -24,11 +23,13 @@ BLOG_CONV_SMALL = specs.Variant(
 
 def build_blog_detector(yolo):
     """A DetectionModel (from the `models.yolo` module `yolo`) equal in cost to the blog recipe's."""
-    specs.VARIANTS.setdefault(BLOG_CONV_SMALL.name, BLOG_CONV_SMALL)
     cfg = yaml.safe_load((REPO / 'models' / 'yolov5_mobilenetv4.yaml').read_text())
-    cfg = copy.deepcopy(cfg)
     cfg['backbone'][0] = [-1, 1, 'MobileNetV4', [BLOG_CONV_SMALL.name]]
-    model = yolo.DetectionModel(cfg)
+    specs.VARIANTS[BLOG_CONV_SMALL.name] = BLOG_CONV_SMALL  # known to the builder for this build only
+    try:
+        model = yolo.DetectionModel(cfg)
+    finally:
+        del specs.VARIANTS[BLOG_CONV_SMALL.name]
     for m in model.modules():
         if isinstance(m, UniversalInvertedBottleneck):
             m.has_residual = False

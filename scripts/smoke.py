@@ -9,6 +9,7 @@ import argparse
 import csv
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -68,6 +69,15 @@ def finite_losses(results_csv):
     return losses
 
 
+def epoch_seconds(train_log):
+    """Seconds the first training epoch's batches took, from train.py's progress bar ("8/8 [00:17<")."""
+    epochs = train_log[train_log.find('GPU_mem'):]  # after the epoch table header: not the dataset scans
+    for done, total, minutes, seconds in re.findall(r'(\d+)/(\d+) \[(\d+):(\d\d)<', epochs):
+        if done == total:
+            return int(minutes) * 60 + int(seconds)
+    return None
+
+
 COMPARE_ONNX = '''
 import sys, numpy as np, torch, onnxruntime as ort
 best, onnx_path, img = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -98,6 +108,7 @@ def run(args):
     check(best.is_file(), f'training wrote no {best}')
     losses = finite_losses(work / 'train' / 'results.csv')
     summary = next((line for line in log.splitlines() if 'summary:' in line and 'GFLOPs' in line), '')
+    epoch = epoch_seconds(log)
 
     run_step('val', 'val.py', '--weights', best, '--data', data_yaml, '--project', work, '--name', 'val',
              '--exist-ok', *common)
@@ -117,6 +128,7 @@ def run(args):
 
     print(f'\nsmoke: {args.cfg} OK; final train losses (box, obj, cls) {losses}')
     print(f'smoke: {summary.strip()}')
+    print(f'smoke: one epoch\'s training batches took {epoch} s at --img {args.img} (train.py\'s progress bar)')
     print(f'smoke: fine-tune without --cfg: {transferred.split("Transferred")[-1].strip()}')
     print('smoke: seconds per step: ' + ', '.join(f'{k} {v:.1f}' for k, v in run_step.times.items()))
     print(f'smoke: results in {work}')

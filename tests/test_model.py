@@ -166,3 +166,17 @@ def test_onnx_export_matches_eager(name, tmp_path):
     with torch.no_grad():
         ref = model(x)
     assert max_abs_diff(ref, [torch.from_numpy(o) for o in outputs]) < 1e-4
+
+
+def test_channels_last_execution_changes_no_value():
+    model = perturb_(MobileNetV4('hybrid_medium')).eval()
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        fast = model(x)
+        plain = []
+        y = x
+        for stage in model.stages:  # the same blocks, fed NCHW all the way
+            y = stage(y)
+            plain.append(y)
+    assert fast[0].is_contiguous(memory_format=torch.channels_last)
+    assert max_abs_diff(fast, plain[1:]) < 1e-5

@@ -24,7 +24,7 @@ import sys
 
 import torch.nn as nn
 
-from .model import build_stage, fuse_blocks
+from .model import build_stage, fuse_blocks, to_channels_last
 from .pretrained import load_stage_weights
 from .specs import get_variant
 
@@ -73,6 +73,9 @@ class MobileNetV4Stage(nn.Sequential, metaclass=_RidesConvBranch):
         self.variant, self.index, self.pretrained = spec.name, index, weights
         if weights:
             load_stage_weights(self, weights)
+
+    def forward(self, x):
+        return super().forward(to_channels_last(x) if self.index == 0 else x)
 
 
 def _conv_branch_arg(c_out, width_multiple, divisor):
