@@ -2,7 +2,7 @@
 
 `register(models_yolo)` is called by the hook that `yolov5-mnv4-apply` adds to a checkout's
 `models/yolo.py` (and, for the PyPI `yolov5` package, when `yolov5.models.yolo` is imported after
-this plugin). It does three things and copies no YOLOv5 code:
+this plugin). It does four things and copies no YOLOv5 code:
 
 1. wraps `parse_model` so that a backbone row such as `[-1, 1, MobileNetV4ConvSmall, []]` is
    expanded, before YOLOv5 parses it, into five `MobileNetV4Stage` layers (stem, /4, /8, /16, /32).
