@@ -3,8 +3,10 @@
 params, GFLOPs at 640, CPU latency at batch 1 (2 threads) for fused PyTorch eager and ONNX Runtime,
 median and spread over interleaved runs, peak memory; writes a table (Markdown), CSV, JSON and a
 latency-vs-GFLOPs PNG. --train adds training throughput (images/s, one epoch at 320 on coco128).
+--backbones compares our backbones with timm's; --layers gives per-layer latency of detectors.
 
     python scripts/benchmark.py --yolov5 .cache/yolov5-v7.0 [--quick] [--train] [--out runs/benchmark]
+    python scripts/benchmark.py --backbones
 """
 import argparse
 import csv
@@ -56,8 +58,11 @@ def config_path(yolov5, name):
 def gflops(model, size):
     import torch
     from torch.utils.flop_counter import FlopCounterMode
+    from unittest import mock
+    from yolov5_mnv4 import attention
     counter = FlopCounterMode(display=False)
-    with counter, torch.inference_mode():
+    # The counter does not see inside the fused CPU attention kernel; count its explicit twin.
+    with counter, torch.inference_mode(), mock.patch.object(attention, 'attend', attention.attend_explicit):
         model(torch.zeros(1, 3, size, size))
     return counter.get_total_flops() / 1e9  # FLOPs = 2 x MACs, the convention of YOLOv5's GFLOPs
 
@@ -108,6 +113,30 @@ def layer_times(yolov5, names, size=640, reps=10):
         medians = [statistics.median(s) for s in samples]
         print(f'{name} at {size}: total {sum(medians):.1f} ms; ' + ', '.join(
             f'{layer.i} {layer.type.split(".")[-1]} {t:.1f}' for layer, t in zip(model.model, medians)))
+    return 0
+
+
+def backbone_vs_timm(size=640, reps=20, warmup=5):
+    """Backbone-only latency of each variant, ours (fused) against timm's same model computing the
+    same /4../32 taps, interleaved; prints the ratio (target: ours <= 1.0x timm)."""
+    import timm
+    import torch
+    from yolov5_mnv4 import VARIANTS, MobileNetV4
+    torch.set_num_threads(THREADS)
+    x = torch.zeros(1, 3, size, size)
+    runners = {}
+    for name in VARIANTS:
+        ours = MobileNetV4(name).eval().fuse()
+        reference = timm.create_model(f'mobilenetv4_{name}', pretrained=False).eval()
+        runners[(name, 'ours')] = lambda m=ours: m(x)
+        runners[(name, 'timm')] = lambda m=reference: m.forward_intermediates(
+            x, indices=[1, 2, 3, 4], extra_blocks=True, intermediates_only=True)
+    with torch.inference_mode():
+        times = interleaved(runners, reps, warmup)
+    print(f'backbone latency at {size}, batch 1, {THREADS} threads, median of {reps} interleaved rounds (ms):')
+    for name in VARIANTS:
+        ours, theirs = (spread(times[(name, side)])[0] for side in ('ours', 'timm'))
+        print(f'  {name:14s} ours {ours:7.1f}  timm {theirs:7.1f}  ratio {ours / theirs:.2f} (target <= 1.0)')
     return 0
 
 
@@ -292,11 +321,14 @@ def main(argv=None):
     parser.add_argument('--train', action='store_true', help='also measure training images/s at 320')
     parser.add_argument('--data', type=Path, default=REPO.parent / 'shared' / 'datasets' / 'coco128')
     parser.add_argument('--layers', nargs='+', choices=MODELS, help='only per-layer latency of these models')
+    parser.add_argument('--backbones', action='store_true', help='only backbone latency, ours against timm')
     parser.add_argument('--memory-child', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.layers:
         sys.path.insert(0, str(REPO / 'scripts'))
         return layer_times(args.yolov5.resolve(), args.layers)
+    if args.backbones:
+        return backbone_vs_timm()
     if args.memory_child:
         sys.path.insert(0, str(REPO / 'scripts'))
         return memory_child(args.yolov5.resolve(), args.memory_child)

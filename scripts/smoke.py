@@ -70,11 +70,13 @@ def finite_losses(results_csv):
 
 
 def epoch_seconds(train_log):
-    """Seconds the first training epoch's batches took, from train.py's progress bar ("8/8 [00:17<")."""
+    """Seconds the first training epoch's batches took, from train.py's progress bar: tqdm's
+    "8/8 [00:17<00:00" (v7.0) or ultralytics' "8/8 1.9s/it 15.2s" (master)."""
     epochs = train_log[train_log.find('GPU_mem'):]  # after the epoch table header: not the dataset scans
-    for done, total, minutes, seconds in re.findall(r'(\d+)/(\d+) \[(\d+):(\d\d)<', epochs):
+    bar = re.compile(r'(\d+)/(\d+) (?:\[(\d+):(\d\d)<|[\d.]+s/it ([\d.]+)s)')
+    for done, total, minutes, seconds, elapsed in bar.findall(epochs):
         if done == total:
-            return int(minutes) * 60 + int(seconds)
+            return float(elapsed) if elapsed else int(minutes) * 60 + int(seconds)
     return None
 
 
@@ -107,7 +109,7 @@ def run(args):
     best = work / 'train' / 'weights' / 'best.pt'
     check(best.is_file(), f'training wrote no {best}')
     losses = finite_losses(work / 'train' / 'results.csv')
-    summary = next((line for line in log.splitlines() if 'summary:' in line and 'GFLOPs' in line), '')
+    summary = next((line for line in log.splitlines() if 'summary:' in line), '')  # the first: unfused
     epoch = epoch_seconds(log)
 
     run_step('val', 'val.py', '--weights', best, '--data', data_yaml, '--project', work, '--name', 'val',
