@@ -14,6 +14,8 @@ from .model import MobileNetV4
 from .timm_weights import convert_timm_state_dict
 
 TIMM_BN_EPS = 1e-5  # timm trains MobileNetV4 with PyTorch's default BatchNorm eps
+TORCH_FORMATS = ('.pth', '.pt', '.bin')
+FORMATS = ('.safetensors', *TORCH_FORMATS)
 
 
 @functools.lru_cache(maxsize=4)
@@ -22,7 +24,7 @@ def _read_file(path, mtime):
     if suffix == '.safetensors':
         from safetensors.torch import load_file
         state = load_file(str(path))
-    elif suffix in ('.pth', '.pt', '.bin'):
+    elif suffix in TORCH_FORMATS:
         state = torch.load(str(path), map_location='cpu', weights_only=True)
         state = state.get('state_dict', state) if isinstance(state, dict) else state
     else:
@@ -49,7 +51,7 @@ def read_timm_state(source):
     if path.is_file():
         return _read_file(path.resolve(), path.stat().st_mtime)
     name = text[len('timm:'):] if text.startswith('timm:') else text
-    if name.startswith('mobilenetv4_') and path.suffix.lower() not in ('.safetensors', '.pth', '.pt', '.bin'):
+    if name.startswith('mobilenetv4_') and path.suffix.lower() not in FORMATS:
         return _from_timm(name)
     raise FileNotFoundError(f'pretrained backbone weights not found: {text} (a timm checkpoint file, or a '
                             f'timm model name such as mobilenetv4_conv_small.e2400_r224_in1k)')
