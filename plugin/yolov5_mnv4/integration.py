@@ -97,8 +97,11 @@ def _backbone_variant(module, args):
     return get_variant(variant), list(args)
 
 
-def expand_backbone_rows(d):
-    """A copy of the model dict with every MobileNetV4 backbone row replaced by its five stage rows."""
+def expand_backbone_rows(d, keep_weights=True):
+    """A copy of the model dict with every MobileNetV4 backbone row replaced by its five stage rows.
+
+    `keep_weights=False` drops a row's pretrained source (for models/tf.py, whose layers copy their
+    weights from the PyTorch model, so the source is neither needed nor read)."""
     divisor = d.get('channel_multiple') or 8
     rows = []
     for f, n, module, args in d['backbone']:
@@ -111,7 +114,7 @@ def expand_backbone_rows(d):
         if len(extra) > 1:
             raise ValueError(f'a MobileNetV4 backbone row takes at most one argument (the pretrained '
                              f'weights), got {extra}')
-        quoted = [repr(str(a)) for a in extra]  # parse_model eval()s string args
+        quoted = [repr(str(a)) for a in extra] if keep_weights else []  # parse_model eval()s string args
         for index, c_out in enumerate(variant.stage_out_channels()):
             rows.append([f if index == 0 else -1, 1, 'MobileNetV4Stage',
                          [_conv_branch_arg(c_out, d['width_multiple'], divisor), repr(variant.name), index,
@@ -169,18 +172,57 @@ def register(yolo):
     yolo.BaseModel.fuse = fuse
     yolo.MobileNetV4Stage = MobileNetV4Stage
     yolo._mnv4_registered = True
+    register_on_import(yolo.__name__.rpartition('.')[0] + '.tf', register_tf)
 
 
-class _PipYolov5Finder(importlib.abc.MetaPathFinder):
-    """Registers into the PyPI `yolov5` package's `yolov5.models.yolo` right after it is imported."""
-    target = 'yolov5.models.yolo'
+def register_tf(tf_module):
+    """Register the Keras copies of our stages into YOLOv5's `models.tf` (repo or PyPI layout).
+
+    export.py builds its TensorFlow models (SavedModel, GraphDef, TFLite, TF.js, EdgeTPU) with
+    models/tf.py's own parse_model, which reads the raw YAML: it is wrapped to see our expanded
+    rows, finds `MobileNetV4Stage` and `TFMobileNetV4Stage` by name, and its `activations` learns
+    ReLU and GELU (YOLOv5 maps only SiLU, Hardswish and LeakyReLU, so a config's
+    `activation: nn.ReLU()` head could not export). Runs when models/tf.py is imported, which has
+    imported TensorFlow already: the plugin imports TensorFlow for nothing else. Idempotent.
+    """
+    if getattr(tf_module, '_mnv4_registered', False):
+        return
+    missing = [name for name in ('parse_model', 'activations', 'TFModel') if not hasattr(tf_module, name)]
+    if missing:
+        raise RuntimeError(f'unsupported YOLOv5 version: {tf_module.__name__} has no {", ".join(missing)}')
+    from . import tf_layers
+
+    original_parse, original_activations = tf_module.parse_model, tf_module.activations
+
+    @functools.wraps(original_parse)
+    def parse_model(d, ch, model, imgsz):
+        return original_parse(expand_backbone_rows(d, keep_weights=False), ch, model, imgsz)
+
+    @functools.wraps(original_activations)
+    def activations(act=nn.SiLU):
+        if isinstance(act, (nn.ReLU, nn.ReLU6, nn.GELU)):
+            return tf_layers.activation(act)
+        return original_activations(act)
+
+    tf_module.parse_model = parse_model
+    tf_module.activations = activations
+    tf_module.MobileNetV4Stage = MobileNetV4Stage
+    tf_module.TFMobileNetV4Stage = tf_layers.TFMobileNetV4Stage
+    tf_module._mnv4_registered = True
+
+
+class _RegisterOnImport(importlib.abc.MetaPathFinder):
+    """Calls `register(module)` right after the module named `target` is imported."""
+
+    def __init__(self, target, register):
+        self.target, self.register = target, register
 
     def find_spec(self, fullname, path, target=None):
         if fullname != self.target:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is not None and spec.loader is not None:
-            exec_module = spec.loader.exec_module
+            exec_module, register = spec.loader.exec_module, self.register
 
             def exec_and_register(module):
                 exec_module(module)
@@ -190,9 +232,22 @@ class _PipYolov5Finder(importlib.abc.MetaPathFinder):
         return spec
 
 
+def register_on_import(name, register):
+    """Register into module `name` now if it is imported, else as soon as it is.
+
+    A module still being imported (models/tf.py imports models/yolo.py from its top, before it
+    defines its parse_model) cannot be hooked here: it is left alone, and export.py, which imports
+    models/yolo.py first, is unaffected.
+    """
+    module = sys.modules.get(name)
+    if module is not None:
+        if getattr(getattr(module, '__spec__', None), '_initializing', False):
+            return
+        register(module)
+    elif not any(isinstance(f, _RegisterOnImport) and f.target == name for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterOnImport(name, register))
+
+
 def watch_pip_yolov5():
-    """Register into the PyPI `yolov5` package now if it is imported, else as soon as it is."""
-    if _PipYolov5Finder.target in sys.modules:
-        register(sys.modules[_PipYolov5Finder.target])
-    elif not any(isinstance(f, _PipYolov5Finder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _PipYolov5Finder())
+    """Register into the PyPI `yolov5` package's `yolov5.models.yolo` now, or as soon as it is imported."""
+    register_on_import('yolov5.models.yolo', register)
