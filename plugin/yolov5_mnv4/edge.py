@@ -1,0 +1,107 @@
+"""Run YOLOv5's TensorFlow exports (SavedModel, TFLite fp32/fp16/int8) outside YOLOv5, with outputs
+laid out as the PyTorch model's: for parity checks and the edge benchmark.
+
+TensorFlow (or ai-edge-litert, for TFLite alone) is imported when a model is loaded, never at import.
+"""
+from pathlib import Path
+
+import numpy as np
+
+
+def import_tensorflow():
+    """Import TensorFlow, after triton where torch has it: importing triton (which torchvision.ops
+    pulls in through torch's CUDA builds) after TensorFlow 2.21 segfaults, before it is fine."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        pass
+    import tensorflow
+    return tensorflow
+
+
+def tflite_interpreter_class():
+    """LiteRT's interpreter (ai-edge-litert, which runs XNNPACK), else TensorFlow's own."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = import_tensorflow().lite.Interpreter
+    return Interpreter
+
+
+class TFLiteModel:
+    """A .tflite detector as a function: float NHWC input in [0, 1] -> float output.
+
+    Quantized (uint8/int8) inputs and outputs are (de)quantized with the model's own parameters, as
+    YOLOv5's DetectMultiBackend does.
+    """
+
+    def __init__(self, path, threads=2):
+        self.path = Path(path)
+        self.interpreter = tflite_interpreter_class()(model_path=str(path), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.outputs = self.interpreter.get_output_details()
+
+    @property
+    def quantized(self):
+        return self.input['dtype'] in (np.uint8, np.int8)
+
+    def __call__(self, x):
+        x = np.asarray(x, np.float32)
+        if self.quantized:
+            scale, zero = self.input['quantization']
+            info = np.iinfo(self.input['dtype'])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self.input['dtype'])
+        self.interpreter.set_tensor(self.input['index'], x)
+        self.interpreter.invoke()
+        results = []
+        for out in self.outputs:
+            y = self.interpreter.get_tensor(out['index'])
+            if out['dtype'] in (np.uint8, np.int8):
+                scale, zero = out['quantization']
+                y = (y.astype(np.float32) - zero) * scale
+            results.append(y)
+        return results[0] if len(results) == 1 else results
+
+
+class SavedModel:
+    """A YOLOv5 `_saved_model` folder as a function: float NHWC input in [0, 1] -> float output."""
+
+    def __init__(self, path):
+        self.tf = import_tensorflow()
+        self.model = self.tf.saved_model.load(str(path))
+
+    def __call__(self, x):
+        y = self.model(self.tf.constant(np.asarray(x, np.float32)))
+        y = y[0] if isinstance(y, (list, tuple)) else y
+        return y.numpy()
+
+
+def fp32_tflite_from_saved_model(saved_model, out):
+    """Convert an exported SavedModel to a plain fp32 .tflite (export.py's default keeps fp16 weights)."""
+    tf = import_tensorflow()
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    Path(out).write_bytes(converter.convert())
+    return Path(out)
+
+
+def to_torch_layout(y, strides, anchors_per_cell, imgsz):
+    """YOLOv5's TF Detect output (B, N, 5 + nc) in PyTorch's Detect layout.
+
+    The TF Detect orders each level's rows by (cell, anchor) where PyTorch orders them by (anchor,
+    cell), and divides xywh by the image width/height; this undoes both.
+    """
+    h, w = imgsz
+    levels, start = [], 0
+    for s in strides:
+        cells = (h // int(s)) * (w // int(s))
+        n = cells * anchors_per_cell
+        level = y[:, start:start + n].reshape(y.shape[0], cells, anchors_per_cell, -1)
+        levels.append(level.transpose(0, 2, 1, 3).reshape(y.shape[0], n, -1))
+        start += n
+    if start != y.shape[1]:
+        raise ValueError(f'{y.shape[1]} output rows, expected {start} for strides {list(strides)} at {imgsz}')
+    out = np.concatenate(levels, axis=1).astype(np.float32)
+    out[..., :4] *= np.array([w, h, w, h], np.float32)
+    return out

@@ -1,0 +1,172 @@
+"""TensorFlow exports of MNv4 detectors: the Keras stages, and the stock export.py's SavedModel,
+GraphDef, TFLite (fp16, int8) and EdgeTPU input, with parity against the fused PyTorch model.
+
+Needs the `edge` extra (tensorflow-cpu, ai-edge-litert). Without it these tests skip, saying so,
+except where MNV4_REQUIRE_EDGE=1 (set by scripts/test.sh, so CI), where that is a failure.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import perturb_, save_detector_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+COCO128 = Path(os.environ.get('COCO128', REPO.parent / 'shared' / 'datasets' / 'coco128'))
+IMG = 160
+PARITY_CONFIGS = ['yolov5-mnv4-conv-s.yaml', 'yolov5-mnv4-hybrid-m.yaml', 'yolov5-mnv4-conv-s-relu.yaml']
+
+
+def _tensorflow():
+    from yolov5_mnv4.edge import import_tensorflow
+    try:
+        tf = import_tensorflow()
+    except ImportError as err:
+        if os.environ.get('MNV4_REQUIRE_EDGE'):
+            pytest.fail(f'MNV4_REQUIRE_EDGE is set but TensorFlow is missing ({err}): pip install -e .[edge]')
+        pytest.skip(f'TensorFlow is not installed ({err}): pip install -e .[edge] to run the TF export tests')
+    return tf
+
+
+@pytest.fixture(scope='module')
+def tf():
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    return _tensorflow()
+
+
+def _real_images(n, size=IMG):
+    import cv2
+    folder = COCO128 / 'images' / 'val2017'
+    if not folder.is_dir():
+        folder = REPO / 'plugin' / 'yolov5_mnv4' / 'data' / 'coco8' / 'images' / 'val2017'
+    files = sorted(folder.glob('*.jpg'))[:n]
+    return [cv2.resize(cv2.imread(str(f)), (size, size))[:, :, ::-1].astype(np.float32) / 255 for f in files]
+
+
+def assert_close(got, ref, what, rtol=1e-3, atol=1e-4):
+    """|got - ref| <= rtol * |ref| + atol everywhere; returns the worst relative error seen."""
+    err = np.abs(got - ref)
+    worst = float((err / (np.abs(ref) + atol / rtol)).max())
+    bad = err > rtol * np.abs(ref) + atol
+    assert not bad.any(), (f'{what}: {bad.sum()} of {bad.size} values off by more than {rtol} relative '
+                           f'(max abs {err.max():.3g}, worst relative {worst:.3g})')
+    return worst
+
+
+# --- the Keras stages, every variant, without YOLOv5 --------------------------------------------
+
+@pytest.mark.parametrize('variant', ['conv_small', 'conv_medium', 'conv_large', 'hybrid_medium', 'hybrid_large'])
+def test_keras_stages_equal_the_torch_stages(tf, variant):
+    from yolov5_mnv4.integration import MobileNetV4Stage
+    from yolov5_mnv4.specs import get_variant
+    from yolov5_mnv4.tf_layers import TFMobileNetV4Stage
+
+    widths = get_variant(variant).stage_out_channels()
+    torch.manual_seed(0)
+    stages = [MobileNetV4Stage(3 if i == 0 else widths[i - 1], c, variant, i) for i, c in enumerate(widths)]
+    for stage in stages:
+        perturb_(stage, seed=stage.index).eval()
+    x = torch.rand(1, 3, 96, 160)  # /32 is 3x5: odd sizes where TF's 'same' padding would differ
+    keras_x = tf.constant(x.permute(0, 2, 3, 1).numpy())
+    for stage in stages:  # unfused on purpose: the Keras stage fuses a copy and leaves this one alone
+        keras_stage = TFMobileNetV4Stage(None, None, variant, stage.index, w=stage)
+        with torch.no_grad():
+            x = stage(x)
+        keras_x = keras_stage(keras_x)
+        ref = x.permute(0, 2, 3, 1).numpy()
+        scale = np.abs(ref).max()
+        err = np.abs(keras_x.numpy() - ref).max()
+        assert err <= 1e-4 * scale, f'{variant} stage {stage.index}: max abs {err:.3g} at scale {scale:.3g}'
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in stages[1].modules()), 'the torch stage was fused in place'
+
+
+def test_keras_stage_refuses_another_stage(tf):
+    from yolov5_mnv4.integration import MobileNetV4Stage
+    from yolov5_mnv4.tf_layers import TFMobileNetV4Stage
+
+    stage = MobileNetV4Stage(3, 32, 'conv_small', 0)
+    with pytest.raises(ValueError, match=r"TFMobileNetV4Stage\('conv_medium', 0\) got the PyTorch stage"):
+        TFMobileNetV4Stage(3, 32, 'conv_medium', 0, w=stage)
+
+
+def test_models_tf_is_registered_when_imported_after_models_yolo(tf, yolo):
+    import torch.nn as nn
+
+    import models.tf
+    assert models.tf._mnv4_registered
+    assert models.tf.TFMobileNetV4Stage.__module__ == 'yolov5_mnv4.tf_layers'
+    relu = models.tf.activations(nn.ReLU())
+    assert relu is tf.nn.relu
+    with pytest.raises(Exception, match='no matching TensorFlow activation'):
+        models.tf.activations(nn.Tanh())  # anything else still goes to YOLOv5's own mapping
+
+
+# --- the stock export.py -----------------------------------------------------------------------
+
+def run_yolov5(yolov5_dir, offline, script, *args, env=None, timeout=900):
+    result = subprocess.run([sys.executable, script, *map(str, args)], cwd=yolov5_dir, capture_output=True,
+                            text=True, timeout=timeout, env={**os.environ, **offline, **(env or {})})
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.fixture(scope='module', params=PARITY_CONFIGS)
+def exported(request, tf, yolo, yolov5_dir, offline, tmp_path_factory):
+    """A perturbed (so that no BN or bias hides) detector, through `export.py --include saved_model pb tflite`."""
+    cfg = request.param
+    weights = tmp_path_factory.mktemp(cfg.replace('.yaml', '')) / 'model.pt'
+    save_detector_checkpoint(yolo, yolov5_dir / 'models' / 'mnv4' / cfg, weights)
+    rc, log = run_yolov5(yolov5_dir, offline, 'export.py', '--weights', weights, '--include', 'saved_model', 'pb',
+                         'tflite', '--img', IMG, '--device', 'cpu')
+    assert rc == 0 and 'export failure' not in log, log[-4000:]
+    from models.experimental import attempt_load
+    model = attempt_load(weights, device='cpu', fuse=True).eval()
+    return cfg, weights, model
+
+
+def torch_outputs(model, images):
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(im).permute(2, 0, 1)[None].contiguous())[0].numpy()
+                               for im in images])
+
+
+def test_export_writes_every_tf_format(exported):
+    _, weights, _ = exported
+    stem = weights.with_suffix('')
+    for path in (Path(f'{stem}_saved_model') / 'saved_model.pb', weights.with_suffix('.pb'),
+                 Path(f'{stem}-fp16.tflite')):
+        assert path.is_file() and path.stat().st_size > 100_000, path
+
+
+def test_savedmodel_and_tflite_fp32_equal_pytorch(exported, tmp_path):
+    from yolov5_mnv4.edge import SavedModel, TFLiteModel, fp32_tflite_from_saved_model, to_torch_layout
+
+    cfg, weights, model = exported
+    detect = model.model[-1]
+    images = [np.random.default_rng(0).random((IMG, IMG, 3), dtype=np.float32)] + _real_images(2)
+    ref = torch_outputs(model, images)
+    saved_model = Path(f'{weights.with_suffix("")}_saved_model')
+    runners = {'SavedModel': SavedModel(saved_model),
+               'TFLite fp32': TFLiteModel(fp32_tflite_from_saved_model(saved_model, tmp_path / 'fp32.tflite'))}
+    for name, run in runners.items():
+        got = np.concatenate([to_torch_layout(run(im[None]), detect.stride, detect.na, (IMG, IMG)) for im in images])
+        worst = assert_close(got, ref, f'{cfg} {name}')
+        print(f'{cfg} {name} vs fused PyTorch, random + 2 real images: worst relative error {worst:.2e}')
+
+
+def test_stock_fp16_tflite_is_close_to_pytorch(exported):
+    from yolov5_mnv4.edge import TFLiteModel, to_torch_layout
+
+    cfg, weights, model = exported
+    detect = model.model[-1]
+    images = _real_images(2)
+    ref = torch_outputs(model, images)
+    run = TFLiteModel(f'{weights.with_suffix("")}-fp16.tflite')
+    got = np.concatenate([to_torch_layout(run(im[None]), detect.stride, detect.na, (IMG, IMG)) for im in images])
+    err = np.abs(got - ref)
+    print(f'{cfg} TFLite fp16 weights vs PyTorch: max abs xywh {err[..., :4].max():.3g} px, '
+          f'scores {err[..., 4:].max():.3g}')
+    assert err[..., :4].max() < 1.0 and err[..., 4:].max() < 0.02, 'fp16 weights moved the outputs too far'
