@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything the demo and the tests need, idempotently:
-#   .venv with torch, the plugin (editable, with its test extra) and YOLOv5 v7.0's requirements;
+#   .venv with torch, the plugin (editable, with its test and tflite extras) and YOLOv5 v7.0's requirements;
 #   a YOLOv5 tree in .cache/yolov5-<ref> (git clone, or rebuilt from PyPI yolov5==7.0.14 offline);
 #   the plugin applied to that tree.
 # Environment: PYTHON (default python3), YOLOV5_REF (default v7.0), YOLOV5_DIR (use your own checkout).
@@ -23,8 +23,9 @@ fi
 step "installing the plugin and YOLOv5 v7.0's requirements"
 # setuptools<81 and numpy<2.4: YOLOv5 v7.0 imports pkg_resources and calls np.trapz.
 # yolov5==7.0.14 brings every package a v7.0 tree (clone or PyPI-built) imports; onnxscript is
-# what torch>=2.9's default ONNX exporter needs under v7.0's export.py.
-pip install --progress-bar off -q -e '.[test]' 'setuptools<81' 'numpy<2.4' 'yolov5==7.0.14' ipython onnxscript
+# what torch>=2.9's default ONNX exporter needs under v7.0's export.py. The tflite extra (TensorFlow
+# 2.21, LiteRT) is for the TF export tests: MNV4_SETUP_EXTRAS=test leaves it out.
+pip install --progress-bar off -q -e ".[${MNV4_SETUP_EXTRAS:-test,tflite}]" 'setuptools<81' 'numpy<2.4' 'yolov5==7.0.14' ipython onnxscript
 step "getting YOLOv5 $ref into $tree"
 python scripts/get_yolov5.py --ref "$ref" --dest "$tree"
 step "applying the plugin"

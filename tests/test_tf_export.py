@@ -170,3 +170,25 @@ def test_stock_fp16_tflite_is_close_to_pytorch(exported):
     print(f'{cfg} TFLite fp16 weights vs PyTorch: max abs xywh {err[..., :4].max():.3g} px, '
           f'scores {err[..., 4:].max():.3g}')
     assert err[..., :4].max() < 1.0 and err[..., 4:].max() < 0.02, 'fp16 weights moved the outputs too far'
+
+
+@pytest.mark.parametrize('exported', PARITY_CONFIGS[:1], indirect=True)
+def test_nms_and_agnostic_nms_exports_run(exported, yolov5_dir, offline, tmp_path):
+    """--nms / --agnostic-nms put TF's NMS into the SavedModel and TFLite, as for stock models.
+
+    YOLOv5 calls TF ops on Keras symbols there, which Keras 3 refuses (stock yolov5n too): these
+    exports need Keras 2, tf-keras with TF_USE_LEGACY_KERAS=1; our layers run on both Kerases."""
+    from yolov5_mnv4.edge import SavedModel
+
+    _, weights, _ = exported
+    for flag in ('--nms', '--agnostic-nms'):
+        copy = tmp_path / flag.strip('-') / 'model.pt'
+        copy.parent.mkdir()
+        copy.write_bytes(weights.read_bytes())
+        rc, log = run_yolov5(yolov5_dir, offline, 'export.py', '--weights', copy, '--include', 'saved_model',
+                             'tflite', flag, '--img', IMG, '--device', 'cpu', env={'TF_USE_LEGACY_KERAS': '1'})
+        assert rc == 0 and 'export failure' not in log, log[-4000:]
+        assert Path(f'{copy.with_suffix("")}-fp16.tflite').is_file()
+        outputs = SavedModel(f'{copy.with_suffix("")}_saved_model').model(np.zeros((1, IMG, IMG, 3), np.float32))
+        boxes, scores, classes, count = [t.numpy() for t in outputs[:4]]
+        assert boxes.shape == (1, 100, 4) and scores.shape == classes.shape == (1, 100) and count.shape == (1,)
