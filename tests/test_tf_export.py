@@ -17,6 +17,7 @@ from helpers import perturb_, save_detector_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 COCO128 = Path(os.environ.get('COCO128', REPO.parent / 'shared' / 'datasets' / 'coco128'))
+EMBEDDED = REPO / 'plugin' / 'yolov5_mnv4' / 'data' / 'coco8'
 IMG = 160
 PARITY_CONFIGS = ['yolov5-mnv4-conv-s.yaml', 'yolov5-mnv4-hybrid-m.yaml', 'yolov5-mnv4-conv-s-relu.yaml']
 
@@ -192,3 +193,106 @@ def test_nms_and_agnostic_nms_exports_run(exported, yolov5_dir, offline, tmp_pat
         outputs = SavedModel(f'{copy.with_suffix("")}_saved_model').model(np.zeros((1, IMG, IMG, 3), np.float32))
         boxes, scores, classes, count = [t.numpy() for t in outputs[:4]]
         assert boxes.shape == (1, 100, 4) and scores.shape == classes.shape == (1, 100) and count.shape == (1,)
+
+
+# --- int8, on a trained model: detections, the stock val.py / detect.py, EdgeTPU's input ---------
+
+TRAINED = REPO / 'tests' / 'data' / 'mnv4-conv-s-relu-coco128-160.pt'  # how it was made: tests/data/README.md
+
+
+@pytest.fixture(scope='module')
+def int8_export(tf, yolo, yolov5_dir, offline, tmp_path_factory):
+    """`export.py --include saved_model tflite edgetpu --int8` of the trained Conv-S-ReLU detector,
+    calibrated on coco128 train; without edgetpu_compiler (none here), EdgeTPU's step must fail
+    after the int8 model is written. PATH is emptied so that YOLOv5's attempt to install the compiler
+    (curl, apt-get) cannot touch this machine."""
+    from smoke import prepare_data
+    work = tmp_path_factory.mktemp('int8')
+    source = COCO128 if (COCO128 / 'images' / 'train2017').is_dir() else EMBEDDED
+    data_yaml, _ = prepare_data(source, yolov5_dir, work)
+    weights = work / 'model.pt'
+    weights.write_bytes(TRAINED.read_bytes())
+    empty_path = work / 'no-tools'
+    empty_path.mkdir()
+    rc, log = run_yolov5(yolov5_dir, offline, 'export.py', '--weights', weights, '--include', 'saved_model', 'tflite',
+                         'edgetpu', '--int8', '--data', data_yaml, '--img', IMG, '--device', 'cpu',
+                         env={'PATH': str(empty_path)})
+    assert rc == 0, log[-4000:]
+    return weights, data_yaml, log
+
+
+def nms(pred, conf=0.1):
+    from utils.general import non_max_suppression
+    return non_max_suppression(torch.from_numpy(np.ascontiguousarray(pred)), conf, 0.45)[0]
+
+
+def matched(reference, other, iou=0.5):
+    """How many reference boxes an `other` box of the same class overlaps by IoU >= iou, one to one."""
+    from torchvision.ops import box_iou
+    if not len(reference) or not len(other):
+        return 0
+    overlaps = box_iou(reference[:, :4], other[:, :4])
+    overlaps[reference[:, 5:6] != other[:, 5].view(1, -1)] = 0
+    used, hits = set(), 0
+    for i in range(len(reference)):  # reference boxes come sorted by confidence
+        for j in overlaps[i].argsort(descending=True).tolist():
+            if overlaps[i, j] < iou:
+                break
+            if j not in used:
+                used.add(j)
+                hits += 1
+                break
+    return hits
+
+
+def test_int8_tflite_detections_agree_with_fp32(int8_export):
+    from models.experimental import attempt_load
+    from yolov5_mnv4.edge import TFLiteModel, to_torch_layout
+
+    weights, _, log = int8_export
+    assert 'TensorFlow Lite: export success' in log.replace('\x1b[34m\x1b[1m', '').replace('\x1b[0m', '')
+    model = attempt_load(weights, device='cpu', fuse=True).eval()
+    detect = model.model[-1]
+    int8 = TFLiteModel(f'{weights.with_suffix("")}-int8.tflite')
+    assert int8.quantized, 'the int8 model should take uint8 images'
+    images = _real_images(64)
+    fp32_boxes = int8_boxes = hits = 0
+    for im, ref in zip(images, torch_outputs(model, images)[:, None]):
+        ref_det = nms(ref)
+        got_det = nms(to_torch_layout(int8(im[None]), detect.stride, detect.na, (IMG, IMG)))
+        fp32_boxes, int8_boxes, hits = fp32_boxes + len(ref_det), int8_boxes + len(got_det), hits + matched(ref_det, got_det)
+    recall, precision = hits / max(fp32_boxes, 1), hits / max(int8_boxes, 1)
+    print(f'int8 TFLite vs fp32 PyTorch, {len(images)} coco128 val images at {IMG}, conf 0.1, same class, '
+          f'IoU >= 0.5: recall {recall:.3f} of {fp32_boxes} fp32 boxes, precision {precision:.3f} of {int8_boxes}')
+    assert fp32_boxes >= 30, 'the trained model should find boxes on these images'
+    assert recall >= 0.6 and precision >= 0.6
+
+
+def test_edgetpu_fails_only_for_want_of_its_compiler(int8_export):
+    weights, _, log = int8_export
+    plain = log.replace('\x1b[34m\x1b[1m', '').replace('\x1b[0m', '')
+    assert Path(f'{weights.with_suffix("")}-int8.tflite').is_file()
+    assert 'Edge TPU: export requires Edge TPU compiler' in plain, plain[-3000:]
+    assert 'Edge TPU: export failure' in plain
+
+
+def test_stock_val_and_detect_run_the_tf_exports(int8_export, yolov5_dir, offline, tmp_path):
+    weights, data_yaml, _ = int8_export
+    stem = weights.with_suffix('')
+    maps = {}
+    for name, w in (('PyTorch', weights), ('TFLite int8', f'{stem}-int8.tflite'), ('SavedModel', f'{stem}_saved_model')):
+        rc, log = run_yolov5(yolov5_dir, offline, 'val.py', '--weights', w, '--data', data_yaml, '--img', IMG,
+                             '--batch-size', 1, '--device', 'cpu', '--project', tmp_path, '--name', 'val')
+        rows = [line.split() for line in log.splitlines() if line.split()[:1] == ['all']]
+        assert rc == 0 and rows, log[-3000:]
+        maps[name] = float(rows[-1][5])  # all, images, instances, P, R, mAP50, mAP50-95
+    print('val.py mAP50 on coco128 val at', IMG, maps)
+    source = tmp_path / 'images'
+    source.mkdir()
+    for f in sorted((data_yaml.parent / 'dataset' / 'images' / 'val2017').glob('*.jpg'))[:3]:
+        (source / f.name).write_bytes(f.read_bytes())
+    for w in (f'{stem}-int8.tflite', f'{stem}_saved_model'):
+        rc, log = run_yolov5(yolov5_dir, offline, 'detect.py', '--weights', w, '--source', source, '--img', IMG,
+                             '--device', 'cpu', '--project', tmp_path, '--name', 'detect', '--exist-ok')
+        assert rc == 0, log[-3000:]
+        assert len(list((tmp_path / 'detect').glob('*.jpg'))) == 3
