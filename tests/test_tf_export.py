@@ -106,6 +106,31 @@ def test_models_tf_is_registered_when_imported_after_models_yolo(tf, yolo):
         models.tf.activations(nn.Tanh())  # anything else still goes to YOLOv5's own mapping
 
 
+def test_pypi_yolov5_package_registers_models_tf(tf, offline, tmp_path):
+    """The PyPI `yolov5` layout: `import yolov5_mnv4`, then yolov5.models.tf builds our Keras model."""
+    code = f'''
+import numpy as np, torch, yolov5_mnv4
+from yolov5.models.yolo import DetectionModel
+from yolov5_mnv4.edge import import_tensorflow, to_torch_layout
+import_tensorflow()
+import yolov5.models.tf as tfm
+assert tfm._mnv4_registered
+m = DetectionModel({str(REPO / 'models' / 'yolov5-mnv4-hybrid-m.yaml')!r}).eval().fuse()
+m.model[-1].inplace = False
+x = torch.rand(1, 3, 64, 64)
+with torch.no_grad():
+    ref = m(x)[0].numpy()
+    keras_model = tfm.TFModel(cfg=m.yaml, model=m, nc=80, imgsz=(64, 64))
+got = keras_model.predict(x.permute(0, 2, 3, 1).numpy())
+got = to_torch_layout((got[0] if isinstance(got, (list, tuple)) else got).numpy(), m.stride, 3, (64, 64))
+print('max abs', np.abs(got - ref).max(), 'scale', np.abs(ref).max())
+assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+'''
+    result = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env={**os.environ, **offline},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+
 # --- the stock export.py -----------------------------------------------------------------------
 
 def run_yolov5(yolov5_dir, offline, script, *args, env=None, timeout=900):
