@@ -1,4 +1,6 @@
 """Shared test helpers: perturbing weights so that a wrong BN, scale or residual cannot hide."""
+import contextlib
+
 import torch
 
 
@@ -27,18 +29,22 @@ def max_abs_diff(a, b):
     return max((x - y).abs().max().item() for x, y in zip(a, b))
 
 
-def save_detector_checkpoint(yolo, cfg, path, nc=80, seed=0):
-    """A checkpoint like train.py's (fp16 model with nc and names) of a perturbed, untrained detector.
-
-    YOLOv5's parse_model sets `Conv.default_act` for good when a config has `activation:`; it is
-    put back here so that later models in this process keep SiLU.
-    """
+@contextlib.contextmanager
+def keeping_default_act(yolo):
+    """YOLOv5's parse_model sets `Conv.default_act` for good when a config has `activation:` (our
+    ReLU-head configs do); put it back so that later models in this process keep SiLU."""
     default_act = yolo.Conv.default_act
     try:
-        torch.manual_seed(seed)
-        model = yolo.DetectionModel(str(cfg), nc=nc)
+        yield
     finally:
         yolo.Conv.default_act = default_act
+
+
+def save_detector_checkpoint(yolo, cfg, path, nc=80, seed=0):
+    """A checkpoint like train.py's (fp16 model with nc and names) of a perturbed, untrained detector."""
+    with keeping_default_act(yolo):
+        torch.manual_seed(seed)
+        model = yolo.DetectionModel(str(cfg), nc=nc)
     perturb_(model, seed)
     model.nc, model.names = nc, {i: f'class{i}' for i in range(nc)}
     torch.save({'model': model.half(), 'epoch': -1}, path)

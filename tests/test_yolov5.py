@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import perturb_
+from helpers import keeping_default_act, perturb_
 from yolov5_mnv4.integration import MobileNetV4Stage, expand_backbone_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,22 +16,24 @@ CONFIGS = sorted((REPO / 'models').glob('*.yaml'))
 VARIANT_CONFIGS = {'conv_small': 'yolov5-mnv4-conv-s.yaml', 'conv_medium': 'yolov5-mnv4-conv-m.yaml',
                    'conv_large': 'yolov5-mnv4-conv-l.yaml', 'hybrid_medium': 'yolov5-mnv4-hybrid-m.yaml',
                    'hybrid_large': 'yolov5-mnv4-hybrid-l.yaml'}
+RELU_HEAD_CONFIGS = {'conv_small': 'yolov5-mnv4-conv-s-relu.yaml', 'conv_medium': 'yolov5-mnv4-conv-m-relu.yaml'}
 TAPS = {'conv_small': [64, 96, 128], 'conv_medium': [80, 160, 256], 'conv_large': [96, 192, 512],
         'hybrid_medium': [80, 160, 256], 'hybrid_large': [96, 192, 512]}
 
 
 def test_every_variant_has_a_config_and_the_card_config_exists():
     names = {p.name for p in CONFIGS}
-    assert set(VARIANT_CONFIGS.values()) | {'yolov5_mobilenetv4.yaml'} == names
+    assert set(VARIANT_CONFIGS.values()) | set(RELU_HEAD_CONFIGS.values()) | {'yolov5_mobilenetv4.yaml'} == names
     assert len({n.lower() for n in names}) == len(names)  # nothing that collides case-insensitively
 
 
 @pytest.mark.parametrize('config', CONFIGS, ids=lambda p: p.name)
 def test_config_builds_with_backbone_in_layers_0_to_4(yolo, config):
     cfg = yaml.safe_load(config.read_text())
-    variant = next(v for v, name in VARIANT_CONFIGS.items() if name == config.name) \
-        if config.name in VARIANT_CONFIGS.values() else 'conv_small'
-    model = yolo.DetectionModel(str(config))
+    variant = next((v for configs in (VARIANT_CONFIGS, RELU_HEAD_CONFIGS) for v, name in configs.items()
+                    if name == config.name), 'conv_small')
+    with keeping_default_act(yolo):
+        model = yolo.DetectionModel(str(config))
     stages = [m for m in model.model if isinstance(m, MobileNetV4Stage)]
     assert [m.i for m in stages] == [0, 1, 2, 3, 4] and {m.variant for m in stages} == {variant}
     assert type(model.model[5]).__name__ == 'SPPF'
@@ -48,6 +50,18 @@ def test_config_builds_with_backbone_in_layers_0_to_4(yolo, config):
         x = stage(x)
         taps.append(x.shape[1])
     assert taps[2:] == TAPS[variant]
+
+
+@pytest.mark.parametrize('variant', RELU_HEAD_CONFIGS)
+def test_relu_head_configs_are_all_relu_and_leave_other_models_alone(yolo, variant):
+    with keeping_default_act(yolo):
+        model = yolo.DetectionModel(str(REPO / 'models' / RELU_HEAD_CONFIGS[variant]))
+    plain = yolo.DetectionModel(str(REPO / 'models' / VARIANT_CONFIGS[variant]))
+    activations = {type(m).__name__ for m in model.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.SiLU))}
+    assert activations == {'ReLU'}
+    head_acts = {type(m.act).__name__ for m in plain.model[5:].modules() if isinstance(m, yolo.Conv)}
+    assert head_acts == {'SiLU'}
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in plain.parameters())
 
 
 def test_yolov5_fuse_folds_our_batchnorms(yolo):
