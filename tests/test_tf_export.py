@@ -295,8 +295,9 @@ def test_int8_tflite_detections_agree_with_fp32(int8_export):
           f'mean abs error of the scores {np.mean(score_errors):.4f}')
     assert fp32_boxes >= 30, 'the trained model should find boxes on these images'
     assert np.mean(score_errors) < 0.005
-    # Measured 0.36 / 0.14 (README, "int8"): a weak model's scores sit at the threshold, and per-tensor
-    # int8 of MobileNetV4's long-tailed residual stream moves them. A broken graph scores ~0.
+    # Measured 0.36 / 0.14, and 0.33 / 0.17 for a stock yolov5n trained alike (README, "int8 fidelity"):
+    # a weak model's scores sit at the threshold, where int8's small shifts move boxes across it.
+    # A broken graph (padding, layout, a lost residual) scores near 0.
     assert recall >= 0.25 and precision >= 0.08
 
 

@@ -158,3 +158,17 @@ def test_blog_recipe_rebuild_has_the_originals_parameter_count(yolo):
     model = build_blog_detector(yolo)
     assert sum(p.numel() for p in model.parameters()) == 7_771_101  # reference/BLOG_RECIPE.md
     assert not any(m.has_residual for m in model.modules() if hasattr(m, 'has_residual'))
+
+
+def test_tensorflow_is_imported_only_for_the_tf_exports(yolov5_dir, offline, tmp_path):
+    code = f'''
+import sys, torch
+sys.path.insert(0, {str(yolov5_dir)!r})
+import yolov5_mnv4, yolov5_mnv4.edge
+from models.yolo import DetectionModel
+DetectionModel({str(REPO / 'models' / 'yolov5-mnv4-hybrid-m.yaml')!r}).eval().fuse()
+assert 'tensorflow' not in sys.modules and 'yolov5_mnv4.tf_layers' not in sys.modules, 'imported TensorFlow'
+print('no tensorflow')
+'''
+    result = _run(code, tmp_path, offline)
+    assert result.returncode == 0 and 'no tensorflow' in result.stdout, result.stderr[-3000:]
