@@ -2,7 +2,7 @@
 
 `register(models_yolo)` is called by the hook that `yolov5-mnv4-apply` adds to a checkout's
 `models/yolo.py` (and, for the PyPI `yolov5` package, when `yolov5.models.yolo` is imported after
-this plugin). It does four things and copies no YOLOv5 code:
+this plugin). It does five things and copies no YOLOv5 code:
 
 1. wraps `parse_model` so that a backbone row such as `[-1, 1, MobileNetV4ConvSmall, []]` is
    expanded, before YOLOv5 parses it, into five `MobileNetV4Stage` layers (stem, /4, /8, /16, /32).
@@ -14,7 +14,10 @@ this plugin). It does four things and copies no YOLOv5 code:
 4. wraps `initialize_weights`, which DetectionModel calls after its stride-probing forward pass (in
    train mode, so it moves BatchNorm statistics) and which sets every BatchNorm to eps 1e-3 and
    momentum 0.03: pretrained stages are reloaded there, keeping the eps their weights were trained
-   with (momentum stays YOLOv5's 0.03 for fine-tuning).
+   with (momentum stays YOLOv5's 0.03 for fine-tuning);
+5. registers the Keras copies of our stages into YOLOv5's `models/tf.py` when that is imported
+   (`register_tf`), so that export.py's TensorFlow formats (SavedModel, GraphDef, TFLite, TF.js,
+   EdgeTPU) build MNv4 detectors.
 """
 import copy
 import functools
