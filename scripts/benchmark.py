@@ -68,10 +68,15 @@ def gflops(model, size):
 
 
 def onnx_session(model, size, path):
-    import onnxruntime as ort
     import torch
     torch.onnx.export(model, (torch.zeros(1, 3, size, size),), str(path), opset_version=17, dynamo=False,
                       input_names=['images'], output_names=['output0'])
+    return ort_session(path)
+
+
+def ort_session(path):
+    """An ONNX Runtime CPU session on THREADS threads that do not spin when idle."""
+    import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
     options.add_session_config_entry('session.intra_op.allow_spinning', '0')  # idle threads must not steal

@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'scripts'))
-from benchmark import STOCK, THREADS, interleaved, spread  # noqa: E402
+from benchmark import STOCK, THREADS, interleaved, ort_session, spread  # noqa: E402
 
 MODELS = {'yolov5n': 'yolov5n.yaml', 'yolov5s': 'yolov5s.yaml',
           'MNv4-Conv-S': 'yolov5-mnv4-conv-s.yaml', 'MNv4-Conv-S-ReLU': 'yolov5-mnv4-conv-s-relu.yaml',
@@ -91,7 +91,6 @@ def openvino_models(onnx_path, calibration):
 
 def runners_for(folder, size, calibration):
     import numpy as np
-    import onnxruntime as ort
     from yolov5_mnv4.edge import TFLiteModel
     nhwc = np.zeros((1, size, size, 3), np.float32)
     nchw = np.zeros((1, 3, size, size), np.float32)
@@ -99,10 +98,7 @@ def runners_for(folder, size, calibration):
     for precision in ('fp32', 'fp16', 'int8'):
         model = TFLiteModel(folder / f'model-{precision}.tflite', threads=THREADS)
         runners[f'tflite_{precision}'] = lambda m=model: m(nhwc)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
-    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    session = ort.InferenceSession(str(folder / 'model.onnx'), options, providers=['CPUExecutionProvider'])
+    session = ort_session(folder / 'model.onnx')
     runners['ort_fp32'] = lambda: session.run(None, {session.get_inputs()[0].name: nchw})
     compiled, default = openvino_models(folder / 'model.onnx', calibration)
     for key, model in compiled.items():

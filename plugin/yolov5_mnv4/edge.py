@@ -36,7 +36,6 @@ class TFLiteModel:
     """
 
     def __init__(self, path, threads=2):
-        self.path = Path(path)
         self.interpreter = tflite_interpreter_class()(model_path=str(path), num_threads=threads)
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]

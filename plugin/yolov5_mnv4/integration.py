@@ -203,7 +203,7 @@ def register_tf(tf_module):
 
     @functools.wraps(original_activations)
     def activations(act=nn.SiLU):
-        if isinstance(act, (nn.ReLU, nn.ReLU6, nn.GELU)):
+        if isinstance(act, tf_layers.ACTIVATIONS):
             return tf_layers.activation(act)
         return original_activations(act)
 

@@ -27,6 +27,9 @@ def _array(tensor):
     return tensor.detach().float().cpu().numpy()
 
 
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU)  # what `activation` maps, besides Identity
+
+
 def activation(module):
     """The TensorFlow function for a PyTorch activation module (None for Identity)."""
     if isinstance(module, nn.Identity):
@@ -176,7 +179,7 @@ class TFMobileNetV4Stage(keras.layers.Layer):
     fused on a copy here, so the Keras model always equals the fused PyTorch model.
     """
 
-    def __init__(self, c1, c2, variant, index, *pretrained, w=None, **kwargs):
+    def __init__(self, c1, c2, variant, index, w=None, **kwargs):
         super().__init__(**kwargs)
         if w is None:
             raise ValueError('TFMobileNetV4Stage copies a PyTorch MobileNetV4Stage: pass it as w=')
