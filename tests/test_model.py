@@ -180,3 +180,142 @@ def test_channels_last_execution_changes_no_value():
             plain.append(y)
     assert fast[0].is_contiguous(memory_format=torch.channels_last)
     assert max_abs_diff(fast, plain[1:]) < 1e-5
+
+
+# --- training paths (issue 11): SyncBatchNorm, autocast, backward, SDPA shape, export form ----------
+
+def backbone_norms(model):
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def test_fuse_folds_syncbatchnorm_and_its_layer_scales():
+    """train.py --sync-bn turns every BatchNorm2d into SyncBatchNorm: fuse must fold those too, and a
+    layer scale only into a conv whose norm it folded (else the scale lands before the norm)."""
+    model = perturb_(MobileNetV4('hybrid_medium')).eval()
+    x = torch.randn(1, 3, 160, 128)
+    with torch.no_grad():
+        before = model(x)
+        synced = nn.SyncBatchNorm.convert_sync_batchnorm(model).eval()
+        assert {type(m) for m in backbone_norms(synced)} == {nn.SyncBatchNorm}
+        synced.fuse()
+        after = synced(x)
+    assert len(backbone_norms(synced)) == 4  # only the kv-stride-2 attention inputs stay
+    assert not any(isinstance(m, LayerScale) for m in synced.modules())
+    for a, b in zip(before, after):
+        assert (a - b).abs().max().item() < 1e-4 * max(1.0, a.abs().max().item())
+
+
+def test_a_layer_scale_stays_when_its_norm_cannot_fold():
+    block = perturb_(UniversalInvertedBottleneck(32, 32, 3, 3, 1, 2.0, nn.ReLU, layer_scale=1e-5)).eval()
+    block.pw_proj.bn = nn.GroupNorm(4, 32)  # a norm that is not a BatchNorm: left as it is
+    x = torch.randn(1, 32, 16, 16)
+    with torch.no_grad():
+        before = block(x)
+        block.fuse()
+        after = block(x)
+    assert isinstance(block.layer_scale, LayerScale) and isinstance(block.pw_proj.bn, nn.GroupNorm)
+    assert (before - after).abs().max().item() < 1e-5
+
+
+def test_fused_parameters_need_no_gradients():
+    model = MobileNetV4('hybrid_medium').fuse()
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_bf16_autocast_forward_and_backward_keep_the_autocast_dtype(variant):
+    """Under autocast every stage output is in the autocast dtype (a float32 layer scale used to
+    promote the residual stream), and backward reaches every parameter with finite gradients."""
+    model = MobileNetV4(variant).train()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        taps = model(torch.randn(2, 3, 96, 96))
+        assert [t.dtype for t in taps] == [torch.bfloat16] * 4
+        loss = sum(t.float().square().mean() for t in taps)
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_hybrid_backward_equals_the_explicit_attention(monkeypatch):
+    """Gradients through the fused SDPA path equal those through plain matmuls, for every parameter."""
+    from yolov5_mnv4 import attention
+    torch.manual_seed(0)
+    model = perturb_(MobileNetV4('hybrid_medium')).train()
+    x = torch.randn(2, 3, 64, 96)
+
+    def grads():
+        model.zero_grad()
+        sum(t.square().mean() for t in model(x)).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    fused = grads()
+    monkeypatch.setattr(attention, 'attend', attention.attend_explicit)
+    explicit = grads()
+    attn = [n for n in fused if '.query.' in n or '.key.' in n or '.value.' in n]
+    assert attn and all(fused[n].abs().max() > 0 for n in attn)  # the attention parameters do learn
+    a, b = (torch.cat([g[n].flatten() for n in fused]) for g in (fused, explicit))
+    assert (a - b).norm() <= 1e-4 * a.norm()  # train-mode BN leaves some gradients at rounding noise
+    for n in attn:
+        assert (fused[n] - explicit[n]).abs().max() <= 1e-3 * fused[n].abs().max(), n
+
+
+def test_sdpa_sees_one_head_on_both_sides_and_equals_the_explicit_form(monkeypatch):
+    """The shared key/value head lets the query heads fold into the query length: SDPA then gets the
+    same head count on q, k and v, a shape CUDA's flash and memory-efficient kernels accept."""
+    from yolov5_mnv4 import attention
+    block = perturb_(MobileMultiQueryAttention(64, heads=4, key_dim=16, value_dim=16, kv_stride=2)).eval()
+    shapes, sdpa = [], torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, **kwargs):
+        shapes.append((q.shape, k.shape, v.shape))
+        return sdpa(q, k, v, **kwargs)
+
+    monkeypatch.setattr(attention.F, 'scaled_dot_product_attention', spy)
+    x = torch.randn(2, 64, 12, 10)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)  # as v7.0's train.py sets it
+        with torch.no_grad():
+            out = block(x)
+            monkeypatch.setattr(attention, 'attend', attention.attend_explicit)
+            reference = block(x)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+    assert shapes == [((2, 1, 4 * 120, 16), (2, 1, 30, 16), (2, 1, 30, 16))]
+    assert (out - reference).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize('dynamo', [False, True], ids=['torchscript-exporter', 'dynamo-exporter'])
+def test_onnx_export_takes_the_explicit_attention(monkeypatch, tmp_path, dynamo):
+    """Both ONNX exporters get plain matmuls: under the dynamo one (torch's default since 2.9, used by
+    YOLOv5's export.py) torch.jit.is_tracing() is False, so the export flag is checked as well."""
+    pytest.importorskip('onnx', reason='onnx is in the test extra')
+    from yolov5_mnv4 import attention
+    calls, explicit = [], attention.attend_explicit
+
+    def spy(*args):
+        calls.append(1)
+        return explicit(*args)
+
+    monkeypatch.setattr(attention, 'attend_explicit', spy)
+    block = MobileMultiQueryAttention(32, heads=2, key_dim=16, value_dim=16, kv_stride=1).eval()
+    torch.onnx.export(block, (torch.randn(1, 32, 8, 8),), str(tmp_path / 'mqa.onnx'), dynamo=dynamo,
+                      opset_version=18 if dynamo else 12)
+    assert calls
+
+
+def test_drop_path_schedule_equals_timms():
+    timm = pytest.importorskip('timm', reason='timm is in the test extra')
+    for name in ('conv_small', 'hybrid_medium'):
+        ours = MobileNetV4(name, drop_path_rate=0.2)
+        theirs = timm.create_model(f'mobilenetv4_{name}', drop_path_rate=0.2)
+        our_blocks = [b for stage in ours.stages[1:] for b in stage]
+        their_blocks = [b for stage in theirs.blocks[:-1] for b in stage]  # without the final 960 conv
+        assert len(our_blocks) == len(their_blocks)
+        compared = 0
+        for a, b in zip(our_blocks, their_blocks):
+            if isinstance(getattr(a, 'drop_path', None), DropPath):
+                assert a.drop_path.rate == pytest.approx(b.drop_path.drop_prob, abs=1e-9)
+                compared += 1
+        assert compared == RESIDUALS[name][0]
+    first = next(m for m in MobileNetV4('conv_small', drop_path_rate=0.2).modules() if isinstance(m, DropPath))
+    assert first.rate == pytest.approx(0.2 * 5 / 17)  # 0.0588, as the issue measured timm's

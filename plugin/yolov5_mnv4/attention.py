@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import (ConvBNAct, LayerScale, drop_path_or_identity, fold_bn_before_conv,
+from .layers import (FOLDABLE_NORMS, ConvBNAct, LayerScale, drop_path_or_identity, fold_bn_before_conv,
                      fold_scale_into_conv)
 
 
@@ -12,12 +12,27 @@ def attend_explicit(q, k, v, scale):
     return (q * scale).matmul(k.transpose(-1, -2)).softmax(dim=-1).matmul(v)
 
 
+def exporting():
+    """True while TorchScript traces or scripts, or either ONNX exporter (TorchScript-based or the
+    dynamo one, torch's default since 2.9, under which `torch.jit.is_tracing()` is False) runs."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+
+
 def attend(q, k, v, scale):
-    """softmax(q k^T * scale) v. Eager runs PyTorch's fused kernel (on CPU 2.4x faster than the
-    explicit form for Hybrid-L's /16 block, measured); tracing and export get the explicit form."""
-    if torch.jit.is_tracing() or torch.jit.is_scripting():
+    """softmax(q k^T * scale) v for `heads` query heads, q (B, heads, L, d), sharing one key/value
+    head, k and v (B, 1, S, d). Eager runs PyTorch's fused kernel (on CPU 2.4x faster than the
+    explicit form for Hybrid-L's /16 block, measured); export gets the explicit form.
+
+    As every head attends to the same keys, the heads are folded into the query length: the kernel
+    sees one head on both sides, (B, 1, heads * L, d), a shape the fused CUDA kernels (flash,
+    memory-efficient) accept, where heads against one key/value head sends them to the math
+    fallback, which builds the whole attention matrix.
+    """
+    if exporting():
         return attend_explicit(q, k, v, scale)
-    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    b, heads, length, _ = q.shape
+    out = F.scaled_dot_product_attention(q.reshape(b, 1, heads * length, -1), k, v, scale=scale)
+    return out.view(b, heads, length, -1)
 
 
 class MobileMultiQueryAttention(nn.Module):
@@ -64,7 +79,7 @@ class MobileMultiQueryAttention(nn.Module):
         for down in (self.key_down, self.value_down):
             if isinstance(down, ConvBNAct):
                 down.fuse()
-        if isinstance(self.norm, nn.BatchNorm2d) and isinstance(self.key_down, nn.Identity):
+        if isinstance(self.norm, FOLDABLE_NORMS) and isinstance(self.key_down, nn.Identity):
             for conv in (self.query, self.key, self.value):
                 fold_bn_before_conv(self.norm, conv)
             self.norm = nn.Identity()

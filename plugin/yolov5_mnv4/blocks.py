@@ -51,9 +51,10 @@ class UniversalInvertedBottleneck(nn.Module):
         return x + self.drop_path(out) if self.has_residual else out
 
     def fuse(self):
-        for conv_bn in (self.dw_start, self.pw_exp, self.dw_mid, self.pw_proj):
+        for conv_bn in (self.dw_start, self.pw_exp, self.dw_mid):
             if isinstance(conv_bn, ConvBNAct):
                 conv_bn.fuse()
-        if isinstance(self.layer_scale, LayerScale):
+        # The scale multiplies the projection's norm output: it folds into the conv only with that norm.
+        if self.pw_proj.fuse() and isinstance(self.layer_scale, LayerScale):
             fold_scale_into_conv(self.layer_scale.gamma, self.pw_proj.conv)
             self.layer_scale = nn.Identity()

@@ -1,6 +1,10 @@
 """Small building pieces shared by the MobileNetV4 blocks, and the BatchNorm folding they use."""
 import torch
 import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+# Every norm that folds: BatchNorm2d and the SyncBatchNorm that train.py --sync-bn converts it to.
+FOLDABLE_NORMS = _BatchNorm
 
 
 def make_divisible(value, divisor=8, round_limit=0.9):
@@ -22,9 +26,11 @@ class ConvBNAct(nn.Module):
         return self.act(self.bn(self.conv(x)))
 
     def fuse(self):
-        if isinstance(self.bn, nn.BatchNorm2d):
+        """Fold the norm into the conv; returns True when the conv alone now computes conv + norm."""
+        if isinstance(self.bn, FOLDABLE_NORMS):
             fold_bn_after_conv(self.conv, self.bn)
             self.bn = nn.Identity()
+        return isinstance(self.bn, nn.Identity)
 
 
 class LayerScale(nn.Module):
@@ -35,7 +41,8 @@ class LayerScale(nn.Module):
         self.gamma = nn.Parameter(torch.full((channels,), float(init_value)))
 
     def forward(self, x):
-        return x * self.gamma.view(1, -1, 1, 1)
+        # In the input's dtype: under autocast a float32 gamma would promote the residual stream.
+        return x * self.gamma.to(x.dtype).view(1, -1, 1, 1)
 
 
 class DropPath(nn.Module):

@@ -37,9 +37,11 @@ def build_block(row, c_in, variant, drop_path=0.0):
 
 
 def drop_path_rates(variant, rate):
-    """timm's schedule: rate * i / N over the blocks after the stem, one list per stage."""
+    """timm's schedule, one list per stage: block i after the stem gets rate * i / N, where N also
+    counts the final 1x1 conv to 960 (HEAD_CONV_WIDTH) that timm keeps as its last block and that our
+    backbone leaves to the classifier head (Conv-S at 0.2: first residual block 0.0588, as timm)."""
     counts = [len(stage) for stage in variant.stages[1:]]
-    total, rates, seen = sum(counts), [[0.0] * len(variant.stages[0])], 0
+    total, rates, seen = sum(counts) + 1, [[0.0] * len(variant.stages[0])], 0
     for n in counts:
         rates.append([rate * (seen + j) / total for j in range(n)])
         seen += n
@@ -123,8 +125,10 @@ FUSABLE = (ConvBNAct, FusedInvertedBottleneck, UniversalInvertedBottleneck, Mobi
 
 
 def fuse_blocks(module):
-    """Fuse every MobileNetV4 block inside `module`; returns `module`."""
+    """Fuse every MobileNetV4 block inside `module` for inference; returns `module`. The fused
+    blocks' parameters stop requiring gradients (YOLOv5's fuse means its fused convs to as well)."""
     for m in list(module.modules()):
         if isinstance(m, FUSABLE):
             m.fuse()
+            m.requires_grad_(False)
     return module

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .layers import FOLDABLE_NORMS
 from .model import MobileNetV4
 from .timm_weights import convert_timm_state_dict
 
@@ -70,7 +71,7 @@ def load_stage_weights(stage, source):
     state = {k[len(prefix):]: v for k, v in backbone_state(source, stage.variant).items() if k.startswith(prefix)}
     stage.load_state_dict(state, strict=True)
     for m in stage.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
+        if isinstance(m, FOLDABLE_NORMS):
             m.eps = TIMM_BN_EPS
 
 
@@ -78,7 +79,7 @@ def load_stage_weights(stage, source):
 def rescale_bn_for_eps(module, eps):
     """Change every BN's eps to `eps` keeping its eval-mode output: gamma *= sqrt((var+eps)/(var+old))."""
     for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d) and m.eps != eps:
+        if isinstance(m, FOLDABLE_NORMS) and m.eps != eps:
             var = m.running_var.double()
             m.weight.mul_(torch.sqrt((var + eps) / (var + m.eps)).to(m.weight.dtype))
             m.eps = eps

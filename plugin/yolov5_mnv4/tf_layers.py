@@ -19,7 +19,7 @@ from tensorflow import keras
 
 from .attention import MobileMultiQueryAttention
 from .blocks import FusedInvertedBottleneck, UniversalInvertedBottleneck
-from .layers import ConvBNAct
+from .layers import FOLDABLE_NORMS, ConvBNAct
 from .model import fuse_blocks
 
 
@@ -136,7 +136,7 @@ class TFMobileMultiQueryAttention(keras.layers.Layer):
     def __init__(self, w, **kwargs):
         super().__init__(**kwargs)
         self.heads, self.key_dim, self.value_dim = w.heads, w.key_dim, w.value_dim
-        self.norm = TFBatchNorm(w.norm) if isinstance(w.norm, nn.BatchNorm2d) else None
+        self.norm = TFBatchNorm(w.norm) if isinstance(w.norm, FOLDABLE_NORMS) else None
         self.query = conv2d(w.query, scale=w.scale)
         self.key_down = TFConvBNAct(w.key_down) if isinstance(w.key_down, ConvBNAct) else None
         self.value_down = TFConvBNAct(w.value_down) if isinstance(w.value_down, ConvBNAct) else None
