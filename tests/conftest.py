@@ -39,5 +39,6 @@ def yolo(yolov5_dir, offline):
     os.environ.update(offline)
     sys.path.insert(0, str(yolov5_dir))
     import models.yolo
-    assert getattr(models.yolo, '_mnv4_registered', False), 'the hook in models/yolo.py did not register'
+    from yolov5_mnv4.integration import is_registered
+    assert is_registered(models.yolo), 'the hook in models/yolo.py did not register'
     return models.yolo

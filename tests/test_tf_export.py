@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from helpers import perturb_, save_detector_checkpoint
+from yolov5_mnv4.integration import is_registered
 
 REPO = Path(__file__).resolve().parents[1]
 COCO128 = Path(os.environ.get('COCO128', REPO.parent / 'shared' / 'datasets' / 'coco128'))
@@ -99,7 +100,7 @@ def test_models_tf_is_registered_when_imported_after_models_yolo(tf, yolo):
     import torch.nn as nn
 
     import models.tf
-    assert models.tf._mnv4_registered
+    assert is_registered(models.tf)
     assert models.tf.TFMobileNetV4Stage.__module__ == 'yolov5_mnv4.tf_layers'
     relu = models.tf.activations(nn.ReLU())
     assert relu is tf.nn.relu
@@ -115,7 +116,8 @@ from yolov5.models.yolo import DetectionModel
 from yolov5_mnv4.edge import import_tensorflow, to_torch_layout
 import_tensorflow()
 import yolov5.models.tf as tfm
-assert tfm._mnv4_registered
+from yolov5_mnv4.integration import is_registered
+assert is_registered(tfm)
 m = DetectionModel({str(REPO / 'models' / 'yolov5-mnv4-hybrid-m.yaml')!r}).eval().fuse()
 m.model[-1].inplace = False
 x = torch.rand(1, 3, 64, 64)

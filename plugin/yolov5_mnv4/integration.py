@@ -9,22 +9,27 @@ this plugin). It does five things and copies no YOLOv5 code:
    The row therefore takes five layer indices, the numbering the blog's YAML uses; every stage takes
    and returns one tensor, so `_forward_once`, `--freeze`, `--visualize` and profiling work unchanged;
 2. makes `MobileNetV4Stage` resolvable by name in `parse_model` and gives it YOLOv5's channel
-   bookkeeping (see `_RidesConvBranch`);
+   bookkeeping, within each wrapped `parse_model` call only (see `_RidesConvBranch`);
 3. wraps `BaseModel.fuse` so that `model.fuse()` also folds the BatchNorms of our blocks;
 4. wraps `initialize_weights`, which DetectionModel calls after its stride-probing forward pass (in
    train mode, so it moves BatchNorm statistics) and which sets every BatchNorm to eps 1e-3 and
    momentum 0.03: pretrained stages are reloaded there, keeping the eps their weights were trained
-   with (momentum stays YOLOv5's 0.03 for fine-tuning);
+   with (momentum stays YOLOv5's 0.03 for fine-tuning), logging one line per backbone, and then dropping
+   the weights' source from the model's yaml, which checkpoints keep: a `best.pt` rebuilt by
+   `train.py --weights best.pt` or `--resume` takes its weights from itself, not from the timm file;
 5. registers the Keras copies of our stages into YOLOv5's `models/tf.py` when that is imported
    (`register_tf`), so that export.py's TensorFlow formats (SavedModel, GraphDef, TFLite, TF.js,
    EdgeTPU) build MNv4 detectors.
 """
+import contextlib
 import copy
 import functools
 import importlib.abc
 import importlib.machinery
+import logging
 import sys
 
+import torch
 import torch.nn as nn
 
 from .model import build_stage, fuse_blocks, to_channels_last
@@ -46,17 +51,29 @@ YOLOV5_BN_EPS = 1e-3  # what YOLOv5's initialize_weights gives every BatchNorm
 
 class _RidesConvBranch(type):
     """parse_model learns a layer's output width only for its known modules (Conv, C3, ...), found
-    with `m in {Conv, ...}`. Classes of this metaclass hash and compare equal to the registered
-    `Conv`, so parse_model calls them as `(c1, c2, *args)` and records c2 (the 'ride the Conv branch'
-    design of reference/YOLOV5.md §1.6-B). Nothing else in YOLOv5 compares classes by equality.
+    with `m in {Conv, ...}`. While one of our wrapped parse_model calls runs (`_riding_conv`), classes
+    of this metaclass hash and compare equal to that tree's `Conv`, so parse_model calls them as
+    `(c1, c2, *args)` and records c2 (the 'ride the Conv branch' design of reference/YOLOV5.md §1.6-B).
+    Outside those calls they are ordinary classes: nothing else (dict lookups, `in` lists elsewhere in
+    YOLOv5, thop, a second YOLOv5 tree in the same process) ever sees them equal to a `Conv`.
     """
     conv = None
 
     def __eq__(cls, other):
-        return other is _RidesConvBranch.conv or type.__eq__(cls, other)
+        return (other is not None and other is _RidesConvBranch.conv) or type.__eq__(cls, other)
 
     def __hash__(cls):
         return hash(_RidesConvBranch.conv) if _RidesConvBranch.conv is not None else type.__hash__(cls)
+
+
+@contextlib.contextmanager
+def _riding_conv(conv):
+    """Within this block our stage classes equal `conv` (the calling tree's Conv); nests, restores."""
+    previous, _RidesConvBranch.conv = _RidesConvBranch.conv, conv
+    try:
+        yield
+    finally:
+        _RidesConvBranch.conv = previous
 
 
 class MobileNetV4Stage(nn.Sequential, metaclass=_RidesConvBranch):
@@ -79,6 +96,25 @@ class MobileNetV4Stage(nn.Sequential, metaclass=_RidesConvBranch):
 
     def forward(self, x):
         return super().forward(to_channels_last(x) if self.index == 0 else x)
+
+    def train(self, mode=True):
+        """A stage whose parameters are all frozen (train.py --freeze) stays in eval mode: its
+        BatchNorm statistics keep the values its weights were trained with, as a frozen pretrained
+        backbone needs (in train mode they would drift towards the new data's every batch)."""
+        super().train(mode)
+        if mode and not any(p.requires_grad for p in self.parameters()):
+            super().train(False)
+        return self
+
+
+def channels_last_weights(layers):
+    """Our stages hand channels-last activations to every later layer (`to_channels_last`), so conv
+    weight gradients come out channels-last; with the weights in the default layout DDP then warns
+    "Grad strides do not match bucket view strides" (its buckets follow the parameters' strides) and
+    copies every such gradient. Giving the weights (all 4-D parameters, the head's too) the layout of
+    their activations removes that; values are unchanged, and `.to(device)`, `.half()`, deepcopy,
+    pickling and `load_state_dict` all keep the layout."""
+    return layers.to(memory_format=torch.channels_last)
 
 
 def _conv_branch_arg(c_out, width_multiple, divisor):
@@ -134,29 +170,66 @@ def backbone_row(d):
 
 
 def with_pretrained(d, source):
-    """A copy of the model dict whose MobileNetV4 row loads its weights from `source`."""
+    """A copy of the model dict whose MobileNetV4 row loads its weights from `source` (None: from
+    nowhere, the backbone is initialised as YOLOv5 initialises layers)."""
     d = copy.deepcopy(d)
     row = d['backbone'][backbone_row(d)]
     variant, _ = _backbone_variant(row[2], row[3])
-    row[3] = ([variant.name] if row[2] == 'MobileNetV4' else []) + [str(source)]
+    row[3] = ([variant.name] if row[2] == 'MobileNetV4' else []) + ([str(source)] if source else [])
     return d
+
+
+def without_pretrained(d):
+    """A copy of the model dict with no MobileNetV4 row naming a weights source."""
+    d = copy.deepcopy(d)
+    for row in d['backbone']:
+        variant, extra = _backbone_variant(row[2], row[3])
+        if variant is not None and extra:
+            row[3] = [variant.name] if row[2] == 'MobileNetV4' else []
+    return d
+
+
+def is_registered(module):
+    """Whether `module` (models.yolo or models.tf) runs our wrapped parse_model now. Keyed on the
+    function itself, so a reloaded module, whose parse_model is YOLOv5's again, counts as not."""
+    return getattr(getattr(module, 'parse_model', None), '_mnv4_wraps', None) is not None
+
+
+def _load_pretrained_backbones(model, log):
+    """Reload every stage that names a weights source, log one line per backbone, then forget the
+    source, on the stages and in the model's yaml (saved in checkpoints)."""
+    loaded = {}
+    for m in model.modules():
+        if isinstance(m, MobileNetV4Stage) and m.pretrained:
+            key = (m.variant, str(m.pretrained))
+            loaded[key] = loaded.get(key, 0) + load_stage_weights(m, m.pretrained)
+            m.pretrained = None
+    for (variant, source), count in loaded.items():
+        log.info(f'MobileNetV4 {variant} backbone: {count} pretrained tensors loaded from {source}')
+    if loaded and isinstance(getattr(model, 'yaml', None), dict):
+        model.yaml = without_pretrained(model.yaml)
 
 
 def register(yolo):
     """Register the MobileNetV4 layers into a `models.yolo` module (repo or PyPI layout); idempotent."""
-    if getattr(yolo, '_mnv4_registered', False):
+    if is_registered(yolo):
         return
     missing = [name for name in ('parse_model', 'BaseModel', 'DetectionModel', 'Conv', 'initialize_weights')
                if not hasattr(yolo, name)]
     if missing:
         raise RuntimeError(f'unsupported YOLOv5 version: {yolo.__name__} has no {", ".join(missing)} '
                            f'(yolov5-mnv4 supports v7.0 and later)')
-    _RidesConvBranch.conv = yolo.Conv
     original_parse, original_fuse, original_init = yolo.parse_model, yolo.BaseModel.fuse, yolo.initialize_weights
+    log = getattr(yolo, 'LOGGER', None) or logging.getLogger('yolov5_mnv4')
 
     @functools.wraps(original_parse)
     def parse_model(d, ch):
-        return original_parse(expand_backbone_rows(d), ch)
+        expanded = expand_backbone_rows(d)
+        with _riding_conv(yolo.Conv):
+            layers, save = original_parse(expanded, ch)
+        if any(isinstance(m, MobileNetV4Stage) for m in layers):
+            channels_last_weights(layers)
+        return layers, save
 
     @functools.wraps(original_fuse)
     def fuse(self, *args, **kwargs):
@@ -166,15 +239,13 @@ def register(yolo):
     @functools.wraps(original_init)
     def initialize_weights(model):
         original_init(model)
-        for m in model.modules():
-            if isinstance(m, MobileNetV4Stage) and m.pretrained:
-                load_stage_weights(m, m.pretrained)
+        _load_pretrained_backbones(model, log)
 
+    parse_model._mnv4_wraps = original_parse
     yolo.parse_model = parse_model
     yolo.initialize_weights = initialize_weights
     yolo.BaseModel.fuse = fuse
     yolo.MobileNetV4Stage = MobileNetV4Stage
-    yolo._mnv4_registered = True
     register_on_import(yolo.__name__.rpartition('.')[0] + '.tf', register_tf)
 
 
@@ -188,9 +259,9 @@ def register_tf(tf_module):
     `activation: nn.ReLU()` head could not export). Runs when models/tf.py is imported, which has
     imported TensorFlow already: the plugin imports TensorFlow for nothing else. Idempotent.
     """
-    if getattr(tf_module, '_mnv4_registered', False):
+    if is_registered(tf_module):
         return
-    missing = [name for name in ('parse_model', 'activations', 'TFModel') if not hasattr(tf_module, name)]
+    missing = [name for name in ('parse_model', 'activations', 'TFModel', 'Conv') if not hasattr(tf_module, name)]
     if missing:
         raise RuntimeError(f'unsupported YOLOv5 version: {tf_module.__name__} has no {", ".join(missing)}')
     from . import tf_layers
@@ -199,7 +270,9 @@ def register_tf(tf_module):
 
     @functools.wraps(original_parse)
     def parse_model(d, ch, model, imgsz):
-        return original_parse(expand_backbone_rows(d, keep_weights=False), ch, model, imgsz)
+        expanded = expand_backbone_rows(d, keep_weights=False)
+        with _riding_conv(tf_module.Conv):
+            return original_parse(expanded, ch, model, imgsz)
 
     @functools.wraps(original_activations)
     def activations(act=nn.SiLU):
@@ -207,11 +280,11 @@ def register_tf(tf_module):
             return tf_layers.activation(act)
         return original_activations(act)
 
+    parse_model._mnv4_wraps = original_parse
     tf_module.parse_model = parse_model
     tf_module.activations = activations
     tf_module.MobileNetV4Stage = MobileNetV4Stage
     tf_module.TFMobileNetV4Stage = tf_layers.TFMobileNetV4Stage
-    tf_module._mnv4_registered = True
 
 
 class _RegisterOnImport(importlib.abc.MetaPathFinder):

@@ -66,13 +66,15 @@ def backbone_state(source, variant):
 
 
 def load_stage_weights(stage, source):
-    """Load one YOLOv5 stage layer (a MobileNetV4Stage) from a timm source and keep timm's BN eps."""
+    """Load one YOLOv5 stage layer (a MobileNetV4Stage) from a timm source and keep timm's BN eps;
+    returns the number of tensors loaded."""
     prefix = f'stages.{stage.index}.'
     state = {k[len(prefix):]: v for k, v in backbone_state(source, stage.variant).items() if k.startswith(prefix)}
     stage.load_state_dict(state, strict=True)
     for m in stage.modules():
         if isinstance(m, FOLDABLE_NORMS):
             m.eps = TIMM_BN_EPS
+    return len(state)
 
 
 @torch.no_grad()

@@ -1,6 +1,5 @@
 """A YOLOv5 weights file whose backbone comes from a timm MobileNetV4 checkpoint, for stock
 `train.py --cfg <config> --weights <file>` (see scripts/timm_to_yolov5.py)."""
-import copy
 import datetime
 
 import torch
@@ -28,8 +27,8 @@ def write_weights_file(yolo, cfg_path, source, out):
     backbone = model.model[first:first + STAGES_PER_ROW]
     for stage in backbone:
         rescale_bn_for_eps(stage, YOLOV5_BN_EPS)
-        stage.pretrained = None
-    model.yaml = copy.deepcopy(cfg)  # fine-tuning must not depend on the timm file staying around
+    # The model's yaml no longer names `source` (the DetectionModel dropped it once loaded): fine-tuning
+    # from this file never needs the timm file again.
     torch.save({'model': model, 'ema': None, 'epoch': -1, 'optimizer': None, 'best_fitness': None,
                 'date': datetime.datetime.now().isoformat(), 'mnv4_pretrained': str(source)}, out)
     return len(backbone.state_dict())
