@@ -119,3 +119,54 @@ def test_weights_file_through_stock_train(yolov5_dir, offline, tmp_path):
     print(f'train.py: Transferred {done}/{total} items')
     assert done == total - 1  # all but the anchors, which train.py excludes when --cfg is given
     assert 'freezing model.4.' in log and 'freezing model.5.' not in log
+
+
+def run_train(yolov5_dir, offline, *args):
+    result = subprocess.run([sys.executable, 'train.py', *map(str, args), '--img', '64', '--batch-size', '4',
+                             '--workers', '0', '--device', 'cpu', '--noplots', '--exist-ok'], cwd=yolov5_dir,
+                            env=offline, capture_output=True, text=True, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    return log
+
+
+def test_pretrained_row_frozen_training_then_checkpoints_outlive_the_timm_file(yolo, yolov5_dir, offline, tmp_path):
+    """A YAML row naming a timm file, trained with --freeze 5: the frozen backbone keeps timm's BN
+    statistics (eval mode) while the head's move; the checkpoint no longer names the file, so after
+    deleting it both fine-tuning from last.pt (no --cfg) and --resume rebuild and run."""
+    reference = perturb_(timm.create_model('mobilenetv4_conv_small', pretrained=False), seed=3).eval()
+    source = save_timm(reference, tmp_path / 'mnv4s.safetensors')
+    cfg = config('conv_small')
+    cfg['backbone'][0] = [-1, 1, 'MobileNetV4ConvSmall', [str(source)]]
+    cfg_path = tmp_path / 'pretrained-row.yaml'
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    from smoke import prepare_data
+    data_yaml, _ = prepare_data(REPO / 'plugin' / 'yolov5_mnv4' / 'data' / 'coco8', yolov5_dir, tmp_path)
+    runs = tmp_path / 'runs'
+
+    log = run_train(yolov5_dir, offline, '--cfg', cfg_path, '--weights', '', '--data', data_yaml, '--epochs', 1,
+                    '--freeze', 5, '--project', runs, '--name', 'frozen')
+    assert f'pretrained tensors loaded from {source}' in log
+    last = runs / 'frozen' / 'weights' / 'last.pt'
+    ckpt = torch.load(last, map_location='cpu', weights_only=False)
+    assert str(source) not in yaml.safe_dump(ckpt['model'].yaml)
+    trained = ckpt['model'].float().eval()
+    with torch.no_grad():
+        built = build_pretrained_model(yolo, config('conv_small'), source).eval()
+        for (name, a), b in zip(built.model[:5].state_dict().items(), trained.model[:5].state_dict().values()):
+            if name.endswith(('running_mean', 'running_var')):  # fp16 in the checkpoint: 1e-3 relative
+                assert (a - b).abs().max() <= 2e-3 * a.abs().max() + 1e-6, name
+        head = [k for k in built.state_dict() if k.startswith('model.6.') and k.endswith('running_var')]
+        assert not torch.allclose(built.state_dict()[head[0]], trained.state_dict()[head[0]], rtol=1e-2)
+
+    source.unlink()
+    log = run_train(yolov5_dir, offline, '--weights', last, '--data', data_yaml, '--epochs', 1, '--project', runs,
+                    '--name', 'finetune')
+    assert 'Transferred' in log
+
+    # An interrupted run: last.pt one epoch into two (train.py strips a finished one of its state).
+    opt = yaml.safe_load((runs / 'frozen' / 'opt.yaml').read_text())
+    (runs / 'frozen' / 'opt.yaml').write_text(yaml.safe_dump({**opt, 'epochs': 2}))
+    torch.save({**ckpt, 'epoch': 0}, last)
+    log = run_train(yolov5_dir, offline, '--resume', last)
+    assert 'Resuming training from' in log and re.search(r'1/1 ', log)

@@ -113,7 +113,8 @@ def channels_last_weights(layers):
     "Grad strides do not match bucket view strides" (its buckets follow the parameters' strides) and
     copies every such gradient. Giving the weights (all 4-D parameters, the head's too) the layout of
     their activations removes that; values are unchanged, and `.to(device)`, `.half()`, deepcopy,
-    pickling and `load_state_dict` all keep the layout."""
+    pickling and `load_state_dict` all keep the layout. `fuse` (inference) makes them contiguous
+    again, as YOLOv5's fuse_conv_and_bn needs."""
     return layers.to(memory_format=torch.channels_last)
 
 
@@ -234,6 +235,8 @@ def register(yolo):
     @functools.wraps(original_fuse)
     def fuse(self, *args, **kwargs):
         fuse_blocks(self)
+        if any(isinstance(m, MobileNetV4Stage) for m in self.modules()):
+            self.to(memory_format=torch.contiguous_format)  # YOLOv5's fuse_conv_and_bn .view()s the weights
         return original_fuse(self, *args, **kwargs)
 
     @functools.wraps(original_init)
