@@ -75,6 +75,24 @@ def test_leftover_and_missing_keys_are_named(yolo, tmp_path):
     assert 'blocks.3.9.extra.weight' in str(err.value) and 'blocks.2.0.pw_exp.conv.weight' in str(err.value)
 
 
+@pytest.mark.parametrize('where', ['cwd', 'option'])
+def test_converter_outside_a_yolov5_tree_names_the_option(tmp_path, offline, where):
+    extra = ['--yolov5', str(tmp_path)] if where == 'option' else []
+    result = subprocess.run([str(Path(sys.executable).parent / 'yolov5-mnv4-convert'), '--cfg', 'yolov5-mnv4-conv-s.yaml',
+                             '--timm', 'x.safetensors', '--out', 'x.pt', *extra], capture_output=True, text=True,
+                            env=offline, cwd=tmp_path)
+    assert result.returncode == 1
+    assert 'is not a YOLOv5 tree (no models/yolo.py): run it inside your YOLOv5 checkout or pass --yolov5' in result.stderr
+    assert 'Traceback' not in result.stderr
+
+
+def test_scripts_converter_is_the_console_command(yolov5_dir, offline, tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / 'scripts' / 'timm_to_yolov5.py'), '--yolov5', str(yolov5_dir),
+                             '--cfg', 'nope.yaml', '--timm', 'x', '--out', 'x.pt'], capture_output=True, text=True,
+                            env=offline, cwd=tmp_path)
+    assert result.returncode == 1 and 'yolov5-mnv4-convert: config nope.yaml not found' in result.stderr
+
+
 def test_missing_file_and_bad_format_are_clear(yolo, tmp_path):
     with pytest.raises(FileNotFoundError, match='pretrained backbone weights not found'):
         build_pretrained_model(yolo, config('conv_small'), tmp_path / 'nope.safetensors')
@@ -87,9 +105,10 @@ def test_weights_file_through_stock_train(yolov5_dir, offline, tmp_path):
     reference = perturb_(timm.create_model('mobilenetv4_conv_small', pretrained=False), seed=5).eval()
     source = save_timm(reference, tmp_path / 'mnv4s.safetensors')
     weights = tmp_path / 'mnv4s.pt'
-    convert = subprocess.run([sys.executable, str(REPO / 'scripts' / 'timm_to_yolov5.py'), '--yolov5',
-                              str(yolov5_dir), '--cfg', 'yolov5-mnv4-conv-s.yaml', '--timm', str(source),
-                              '--out', str(weights)], capture_output=True, text=True, env=offline)
+    # The console command, run inside the tree as the README shows (no --yolov5).
+    convert = subprocess.run([str(Path(sys.executable).parent / 'yolov5-mnv4-convert'), '--cfg',
+                              'yolov5-mnv4-conv-s.yaml', '--timm', str(source), '--out', str(weights)],
+                             capture_output=True, text=True, env=offline, cwd=yolov5_dir)
     assert convert.returncode == 0, convert.stderr[-3000:]
     assert f'({len(MobileNetV4("conv_small").state_dict())} backbone tensors from' in convert.stdout
 

@@ -23,7 +23,10 @@ FORMATS = ('.safetensors', *TORCH_FORMATS)
 def _read_file(path, mtime):
     suffix = path.suffix.lower()
     if suffix == '.safetensors':
-        from safetensors.torch import load_file
+        try:
+            from safetensors.torch import load_file
+        except ImportError as err:  # installed with the plugin; gone only from a hand-made environment
+            raise ImportError(f'reading {path} needs the safetensors package: pip install safetensors') from err
         state = load_file(str(path))
     elif suffix in TORCH_FORMATS:
         state = torch.load(str(path), map_location='cpu', weights_only=True)

@@ -1,6 +1,17 @@
 """A YOLOv5 weights file whose backbone comes from a timm MobileNetV4 checkpoint, for stock
-`train.py --cfg <config> --weights <file>` (see scripts/timm_to_yolov5.py)."""
+`train.py --cfg <config> --weights <file>`. As a command (installed with the plugin):
+
+    yolov5-mnv4-convert --cfg yolov5-mnv4-conv-s.yaml --timm mnv4s.safetensors --out mnv4s.pt   # in the tree
+    python train.py --cfg yolov5-mnv4-conv-s.yaml --weights mnv4s.pt --data ...
+
+--timm takes a .safetensors/.pth/.bin timm state dict, or a timm model name (needs timm and the network).
+The YOLOv5 tree is --yolov5, else the current folder.
+"""
+import argparse
 import datetime
+import os
+import sys
+from pathlib import Path
 
 import torch
 import yaml
@@ -32,3 +43,46 @@ def write_weights_file(yolo, cfg_path, source, out):
     torch.save({'model': model, 'ema': None, 'epoch': -1, 'optimizer': None, 'best_fitness': None,
                 'date': datetime.datetime.now().isoformat(), 'mnv4_pretrained': str(source)}, out)
     return len(backbone.state_dict())
+
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / 'models'  # the configs, when run from this repository
+
+
+def find_yolov5_tree(option):
+    """The YOLOv5 tree named by --yolov5, else the current folder; SystemExit naming the option."""
+    tree = Path(option).expanduser() if option else Path.cwd()
+    if not (tree / 'models' / 'yolo.py').is_file():
+        where = f'--yolov5 {option}' if option else f'the current folder ({tree})'
+        raise SystemExit(f'yolov5-mnv4-convert: {where} is not a YOLOv5 tree (no models/yolo.py): run it inside '
+                         f'your YOLOv5 checkout or pass --yolov5 /path/to/yolov5')
+    return tree.resolve()
+
+
+def find_config(name, tree):
+    for candidate in (Path(name).expanduser(), tree / 'models' / 'mnv4' / name, tree / 'models' / name,
+                      REPO_CONFIGS / name):
+        if candidate.is_file():
+            return candidate
+    raise SystemExit(f'yolov5-mnv4-convert: config {name} not found (as a path, in {tree / "models" / "mnv4"} '
+                     f'where yolov5-mnv4-apply installs the configs, or in {REPO_CONFIGS})')
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='yolov5-mnv4-convert', description=__doc__.split('\n')[0])
+    parser.add_argument('--cfg', required=True, help='an MNv4 config name or path')
+    parser.add_argument('--timm', required=True, help='timm checkpoint file or timm model name')
+    parser.add_argument('--out', type=Path, required=True, help='the YOLOv5 weights file to write (.pt)')
+    parser.add_argument('--yolov5', help='the YOLOv5 tree (default: the current folder)')
+    args = parser.parse_args(argv)
+    tree = find_yolov5_tree(args.yolov5)
+    cfg = find_config(args.cfg, tree)
+    from .integration import register
+    from .offline import offline_env
+    for key, value in offline_env().items():
+        os.environ.setdefault(key, value)  # the user's own settings win
+    sys.path.insert(0, str(tree))
+    import models.yolo
+    register(models.yolo)  # a no-op where the hook did it; works on a tree yolov5-mnv4-apply has not touched
+    count = write_weights_file(models.yolo, cfg, args.timm, args.out)
+    print(f'yolov5-mnv4-convert: wrote {args.out} ({count} backbone tensors from {args.timm})')
+    return 0
