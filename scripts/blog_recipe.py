@@ -8,6 +8,7 @@ Not shipped as a model: this is what we replace.
 """
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 import yaml
 
@@ -37,5 +38,7 @@ def build_blog_detector(yolo):
 
 
 def blog_fuse(model, yolo):
-    """The blog's fuse(): YOLOv5's own, which leaves the backbone's conv + BN pairs alone."""
+    """The blog's fuse(): YOLOv5's own, which leaves the backbone's conv + BN pairs alone (given
+    contiguous weights, as our fuse wrapper gives it: its fuse_conv_and_bn .view()s them)."""
+    model.to(memory_format=torch.contiguous_format)
     return yolo.BaseModel.fuse.__wrapped__(model)

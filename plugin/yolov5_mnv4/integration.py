@@ -237,7 +237,11 @@ def register(yolo):
         fuse_blocks(self)
         if any(isinstance(m, MobileNetV4Stage) for m in self.modules()):
             self.to(memory_format=torch.contiguous_format)  # YOLOv5's fuse_conv_and_bn .view()s the weights
-        return original_fuse(self, *args, **kwargs)
+        # fuse_conv_and_bn makes its convs requires_grad_(False) and then copy_()s values computed from
+        # the BN's parameters into them; outside no_grad that turns them back into (non-leaf) tensors
+        # that require gradients and keep the BN in their graph.
+        with torch.no_grad():
+            return original_fuse(self, *args, **kwargs)
 
     @functools.wraps(original_init)
     def initialize_weights(model):
