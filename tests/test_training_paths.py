@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from helpers import perturb_
-from yolov5_mnv4.integration import MobileNetV4Stage, is_registered
+from yolov5_mnv4.integration import MobileNetV4Stage
 
 REPO = Path(__file__).resolve().parents[1]
 CONV_S, HYBRID_M = REPO / 'models' / 'yolov5-mnv4-conv-s.yaml', REPO / 'models' / 'yolov5-mnv4-hybrid-m.yaml'

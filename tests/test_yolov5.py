@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import keeping_default_act, perturb_
+from helpers import keeping_default_act
 from yolov5_mnv4.integration import MobileNetV4Stage, expand_backbone_rows
 
 REPO = Path(__file__).resolve().parents[1]
