@@ -23,6 +23,7 @@ this plugin). It does five things and copies no YOLOv5 code:
 """
 import contextlib
 import copy
+import difflib
 import functools
 import importlib.abc
 import importlib.machinery
@@ -46,6 +47,9 @@ BACKBONE_ROWS = {
     'MobileNetV4': None,
 }
 STAGES_PER_ROW = 5
+STAGE_MODULE = 'MobileNetV4Stage'  # what the rows expand to (and what models/tf.py may meet)
+VALID_ROWS = ('valid rows: ' + ', '.join(name for name in BACKBONE_ROWS if name != 'MobileNetV4')
+              + ', or MobileNetV4 with the variant as its argument')
 YOLOV5_BN_EPS = 1e-3  # what YOLOv5's initialize_weights gives every BatchNorm
 
 
@@ -125,6 +129,21 @@ def _conv_branch_arg(c_out, width_multiple, divisor):
     return (c_out - divisor / 2 + 0.25) / width_multiple
 
 
+def _check_module_names(d):
+    """A row whose module looks like ours (MobileNetV4..., any case) but is not one we know would end
+    in YOLOv5's NameError pointing at an internal class: say which row, what was meant, what is valid."""
+    known = [*BACKBONE_ROWS, STAGE_MODULE]
+    for part in ('backbone', 'head'):
+        for i, (f, n, module, args) in enumerate(d.get(part) or []):
+            if isinstance(module, str) and module.lower().startswith('mobilenetv4') and module not in known:
+                close = difflib.get_close_matches(module, known, n=1, cutoff=0.6) or difflib.get_close_matches(
+                    module.lower(), [k.lower() for k in known], n=1, cutoff=0.6)
+                meant = next((k for k in known if close and k.lower() == close[0].lower()), None)
+                hint = f' (did you mean {meant}?)' if meant else ''
+                raise ValueError(f'{part} row {i} {[f, n, module, args]}: unknown MobileNetV4 module '
+                                 f'{module!r}{hint}; {VALID_ROWS}')
+
+
 def _backbone_variant(module, args):
     if not isinstance(module, str) or module not in BACKBONE_ROWS:
         return None, args
@@ -142,13 +161,18 @@ def expand_backbone_rows(d, keep_weights=True):
 
     `keep_weights=False` drops a row's pretrained source (for models/tf.py, whose layers copy their
     weights from the PyTorch model, so the source is neither needed nor read)."""
+    _check_module_names(d)
     divisor = d.get('channel_multiple') or 8
     rows = []
-    for f, n, module, args in d['backbone']:
+    for i, (f, n, module, args) in enumerate(d['backbone']):
         variant, extra = _backbone_variant(module, args)
         if variant is None:
             rows.append([f, n, module, args])
             continue
+        if i != 0 or f != -1:
+            raise ValueError(f'backbone row {i} {[f, n, module, args]}: the MobileNetV4 row must be the first '
+                             f'backbone row and read the image (from -1): its five stages become layers 0-4, '
+                             f"which the head's layer indices count on")
         if n != 1:
             raise ValueError(f'a MobileNetV4 backbone row takes number 1, not {n}')
         if len(extra) > 1:

@@ -1,0 +1,132 @@
+"""Every bad input a user can give gets one clear error, raised before anything is built or written.
+
+One table per kind of input; each row is (case id, what the user did, exception, the exact message).
+The apply-script cases (a user's own config under one of our names) are in test_apply.py.
+"""
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONV_S = yaml.safe_load((REPO / 'models' / 'yolov5-mnv4-conv-s.yaml').read_text())
+VALID = ('valid rows: MobileNetV4ConvSmall, MobileNetV4ConvMedium, MobileNetV4ConvLarge, MobileNetV4HybridMedium, '
+         'MobileNetV4HybridLarge, or MobileNetV4 with the variant as its argument')
+
+
+def backbone_row(row):
+    def edit(cfg):
+        cfg['backbone'][0] = row
+    return edit
+
+
+def insert_before(row):
+    def edit(cfg):
+        cfg['backbone'].insert(0, row)
+    return edit
+
+
+# (id, edit of the Conv-S config, exception, exact message)
+CONFIG_CASES = [
+    ('misspelled-row', backbone_row([-1, 1, 'MobileNetV4ConvSmal', []]), ValueError,
+     "backbone row 0 [-1, 1, 'MobileNetV4ConvSmal', []]: unknown MobileNetV4 module 'MobileNetV4ConvSmal' "
+     f"(did you mean MobileNetV4ConvSmall?); {VALID}"),
+    ('wrong-case-row', backbone_row([-1, 1, 'MobileNetv4ConvSmall', []]), ValueError,
+     "backbone row 0 [-1, 1, 'MobileNetv4ConvSmall', []]: unknown MobileNetV4 module 'MobileNetv4ConvSmall' "
+     f"(did you mean MobileNetV4ConvSmall?); {VALID}"),
+    ('misspelled-generic-row', backbone_row([-1, 1, 'MobilenetV4', ['conv_small']]), ValueError,
+     "backbone row 0 [-1, 1, 'MobilenetV4', ['conv_small']]: unknown MobileNetV4 module 'MobilenetV4' "
+     f"(did you mean MobileNetV4?); {VALID}"),
+    ('unknown-variant', backbone_row([-1, 1, 'MobileNetV4', ['conv_tiny']]), ValueError,
+     "unknown MobileNetV4 variant 'conv_tiny'; valid names: conv_small, conv_medium, conv_large, hybrid_medium, "
+     "hybrid_large"),
+    ('generic-row-without-variant', backbone_row([-1, 1, 'MobileNetV4', []]), ValueError,
+     'a MobileNetV4 row needs the variant as its first argument, e.g. [-1, 1, MobileNetV4, [conv_small]]'),
+    ('number-not-1', backbone_row([-1, 2, 'MobileNetV4ConvSmall', []]), ValueError,
+     'a MobileNetV4 backbone row takes number 1, not 2'),
+    ('two-arguments', backbone_row([-1, 1, 'MobileNetV4ConvSmall', ['a.pth', 'b.pth']]), ValueError,
+     "a MobileNetV4 backbone row takes at most one argument (the pretrained weights), got ['a.pth', 'b.pth']"),
+    ('row-not-first', insert_before([-1, 1, 'Conv', [16, 3, 1]]), ValueError,
+     "backbone row 1 [-1, 1, 'MobileNetV4ConvSmall', []]: the MobileNetV4 row must be the first backbone row and "
+     "read the image (from -1): its five stages become layers 0-4, which the head's layer indices count on"),
+    ('from-not-minus-1', backbone_row([0, 1, 'MobileNetV4ConvSmall', []]), ValueError,
+     "backbone row 0 [0, 1, 'MobileNetV4ConvSmall', []]: the MobileNetV4 row must be the first backbone row and "
+     "read the image (from -1): its five stages become layers 0-4, which the head's layer indices count on"),
+    ('misspelled-in-head', lambda cfg: cfg['head'].append([-1, 1, 'MobileNetV4Stag', []]), ValueError,
+     f"head row {len(CONV_S['head'])} [-1, 1, 'MobileNetV4Stag', []]: unknown MobileNetV4 module 'MobileNetV4Stag' "
+     f"(did you mean MobileNetV4Stage?); {VALID}"),
+]
+
+
+@pytest.mark.parametrize('case, edit, error, message', CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+def test_bad_config_rows(yolo, case, edit, error, message):
+    cfg = copy.deepcopy(CONV_S)
+    edit(cfg)
+    with pytest.raises(error) as raised:
+        yolo.DetectionModel(cfg)
+    assert str(raised.value) == message
+
+
+def write(path, content):
+    path.write_bytes(content)
+    return path
+
+
+def safetensors_bytes():
+    from safetensors.torch import save
+    return save({'weight': torch.zeros(64)})
+
+
+# (id, file name, bytes writer, exception, message pattern; {path} is the file)
+FILE_CASES = [
+    ('truncated-safetensors', 'w.safetensors', lambda: safetensors_bytes()[:40], ValueError,
+     r'could not read {path} as a timm MobileNetV4 state dict: safetensors: Error while deserializing header: .+'),
+    ('empty-safetensors', 'w.safetensors', lambda: b'', ValueError,
+     r'could not read {path} as a timm MobileNetV4 state dict: safetensors: Error while deserializing header: '
+     r'header too small'),
+    ('text-named-pth', 'w.pth', lambda: b'this is not a checkpoint\n', ValueError,
+     r'could not read {path} as a timm MobileNetV4 state dict: not a PyTorch checkpoint \(torch.load: .+\)'),
+    ('corrupt-zip-pt', 'w.pt', lambda: b'PK\x03\x04 cut short', ValueError,
+     r'could not read {path} as a timm MobileNetV4 state dict: not a PyTorch checkpoint \(torch.load: RuntimeError: '
+     r'PytorchStreamReader failed reading zip archive: not a ZIP archive\)'),
+    ('pickled-module-pth', 'w.pth', lambda: None, ValueError,
+     r'could not read {path} as a timm MobileNetV4 state dict: it pickles Python objects '
+     r'\(torch.nn.modules.linear.Linear\), which are not loaded from a file a config names \(weights_only\); '
+     r'save the model\'s state_dict\(\) instead'),
+    ('state-dict-of-something-else', 'w.pth', lambda: None, ValueError,
+     r'{path} is not a MobileNetV4 checkpoint: .+'),
+    ('unsupported-suffix', 'w.onnx', lambda: b'onnx', ValueError,
+     r"unsupported checkpoint format 'w.onnx': use .safetensors, .pth, .pt or .bin"),
+    ('missing-file', 'missing.safetensors', None, FileNotFoundError,
+     r'pretrained backbone weights not found: {path} \(a timm checkpoint file, or a timm model name such as '
+     r'mobilenetv4_conv_small.e2400_r224_in1k\)'),
+]
+
+
+@pytest.mark.parametrize('case, name, content, error, pattern', FILE_CASES, ids=[c[0] for c in FILE_CASES])
+def test_bad_pretrained_files(yolo, tmp_path, monkeypatch, case, name, content, error, pattern):
+    path = tmp_path / name
+    if case == 'pickled-module-pth':
+        torch.save({'model': torch.nn.Linear(2, 2)}, path)
+    elif case == 'state-dict-of-something-else':
+        torch.save(torch.nn.Linear(2, 2).state_dict(), path)
+    elif content is not None:
+        write(path, content())
+    # Never a fallback to weights_only=False for a file a YAML names.
+    real_load = torch.load
+
+    def guarded_load(*args, **kwargs):
+        assert kwargs.get('weights_only') is True, 'torch.load without weights_only=True'
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, 'load', guarded_load)
+    cfg = copy.deepcopy(CONV_S)
+    cfg['backbone'][0] = [-1, 1, 'MobileNetV4ConvSmall', [str(path)]]
+    with pytest.raises(error) as raised:
+        yolo.DetectionModel(cfg)
+    message = str(raised.value)
+    assert '\n' not in message.strip()
+    assert re.fullmatch(pattern.format(path=re.escape(str(path))), message), message
