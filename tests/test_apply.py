@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from yolov5_mnv4.apply import HOOK_BLOCK, ApplyError, apply, patch_for, plugin_configs
+from yolov5_mnv4 import apply as apply_module
+from yolov5_mnv4.apply import HOOK_BLOCK, ApplyError, apply, config_digest, patch_for, plugin_configs, shipped_configs
 
 REPO = Path(__file__).resolve().parents[1]
 PATCHES = {'v7.0': REPO / 'patches' / 'yolov5-v7.0.patch', 'master': REPO / 'patches' / 'yolov5-master.patch'}
@@ -31,15 +32,15 @@ def pristine(yolov5_dir, tmp_path):
 
 def test_apply_is_idempotent_and_revert_restores_every_byte(pristine):
     before = tree_digest(pristine)
-    changed = apply(pristine)
+    changed = apply(pristine).changed
     assert 'models/yolo.py' in changed and 'models/mnv4/yolov5_mobilenetv4.yaml' in changed
     once = tree_digest(pristine)
     assert once != before
-    assert apply(pristine) == []
+    assert apply(pristine).changed == []
     assert tree_digest(pristine) == once
     apply(pristine, revert=True)
     assert tree_digest(pristine) == before
-    assert apply(pristine, revert=True) == []
+    assert apply(pristine, revert=True).changed == []
 
 
 def test_cli_reports_and_refuses(pristine, tmp_path):
@@ -138,3 +139,71 @@ def test_v70_patch_applies_like_the_script(pristine, tmp_path):
 
 def _without_positions(patch):
     return [line for line in patch.splitlines() if not line.startswith(('@@', 'index '))]
+
+
+# --- the user's own configs ---------------------------------------------------------------------
+
+CONV_S = 'models/mnv4/yolov5-mnv4-conv-s.yaml'
+
+
+def test_every_config_version_is_recorded_as_shipped():
+    recorded = shipped_configs()
+    for path in sorted((REPO / 'models').glob('*.yaml')):
+        assert (config_digest(path.read_bytes()), path.name) in recorded, \
+            f'{path.name} changed: run scripts/record_configs.py'
+
+
+def test_an_edited_config_is_kept_by_apply_and_by_revert(pristine):
+    apply(pristine)
+    mine = (pristine / CONV_S).read_bytes() + b'# nc: 3 for my data\n'
+    (pristine / CONV_S).write_bytes(mine)
+    again = apply(pristine)
+    assert again.changed == [] and again.kept == [CONV_S]
+    reverted = apply(pristine, revert=True)
+    assert reverted.kept == [CONV_S] and 'models/yolo.py' in reverted.changed
+    assert (pristine / CONV_S).read_bytes() == mine
+    assert [p.name for p in (pristine / 'models' / 'mnv4').iterdir()] == ['yolov5-mnv4-conv-s.yaml']
+    assert '# yolov5-mnv4' not in (pristine / 'models' / 'yolo.py').read_text()
+
+
+def test_a_users_file_under_our_name_is_kept_and_force_saves_it_first(pristine):
+    target = pristine / CONV_S
+    target.parent.mkdir(parents=True)
+    target.write_text('# my own model\n')
+    assert apply(pristine).kept == [CONV_S] and target.read_text() == '# my own model\n'
+    forced = apply(pristine, force=True)
+    assert forced.backups == [CONV_S + '.bak'] and forced.kept == []
+    assert (pristine / (CONV_S + '.bak')).read_text() == '# my own model\n'
+    assert target.read_bytes() == (REPO / 'models' / 'yolov5-mnv4-conv-s.yaml').read_bytes()
+    target.write_text('# edited again\n')
+    assert apply(pristine, force=True).backups == [CONV_S + '.bak1']  # an earlier backup is never overwritten
+    reverted = apply(pristine, revert=True)
+    assert reverted.kept == []  # the config is ours again
+    assert sorted(p.name for p in (pristine / 'models' / 'mnv4').iterdir()) == [
+        'yolov5-mnv4-conv-s.yaml.bak', 'yolov5-mnv4-conv-s.yaml.bak1']
+
+
+def test_an_older_shipped_version_is_upgraded_without_a_backup(pristine, monkeypatch):
+    old = b'# yolov5-mnv4 0.0.1 config\n'
+    monkeypatch.setattr(apply_module, 'shipped_configs',
+                        lambda: shipped_configs() | {(config_digest(old), 'yolov5-mnv4-conv-s.yaml')})
+    (pristine / CONV_S).parent.mkdir(parents=True)
+    (pristine / CONV_S).write_bytes(old)
+    outcome = apply(pristine)
+    assert CONV_S in outcome.changed and outcome.kept == [] and outcome.backups == []
+    assert (pristine / CONV_S).read_bytes() == (REPO / 'models' / 'yolov5-mnv4-conv-s.yaml').read_bytes()
+
+
+def test_cli_names_kept_files_and_backups(pristine):
+    script = [sys.executable, str(REPO / 'scripts' / 'apply.py'), str(pristine)]
+    assert subprocess.run(script, capture_output=True).returncode == 0
+    (pristine / CONV_S).write_text('# mine\n')
+    kept = subprocess.run(script, capture_output=True, text=True)
+    assert kept.returncode == 0
+    assert (f'yolov5-mnv4-apply: kept {CONV_S}: it differs from every version yolov5-mnv4 shipped (your edits?), so '
+            f'it was not replaced; --force replaces it after saving a copy as .bak') in kept.stderr
+    forced = subprocess.run([*script, '--force'], capture_output=True, text=True)
+    assert forced.returncode == 0
+    assert f'yolov5-mnv4-apply: saved your version of {CONV_S} as {CONV_S}.bak' in forced.stdout
+    both = subprocess.run([*script, '--force', '--revert'], capture_output=True, text=True)
+    assert both.returncode == 2 and '--revert never deletes a config you edited' in both.stderr

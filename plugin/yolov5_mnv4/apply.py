@@ -2,14 +2,22 @@
 
     yolov5-mnv4-apply /path/to/yolov5            # or: python scripts/apply.py /path/to/yolov5
     yolov5-mnv4-apply /path/to/yolov5 --revert
+    yolov5-mnv4-apply /path/to/yolov5 --force    # also replace configs you edited, saving a .bak copy
 
 Applying adds one hook block to `models/yolo.py` (it calls `yolov5_mnv4.integration.register`) and
 copies the configs to `models/mnv4/`, where `--cfg yolov5_mobilenetv4.yaml` finds them. It is
 idempotent; `--revert` restores the tree byte for byte. Everything is checked before anything is
 written, and a failed write rolls back, so a refusal leaves the tree as it was.
+
+A config in `models/mnv4/` is overwritten (an upgrade) or deleted (`--revert`) only when its bytes
+are a version the plugin shipped (shipped_configs.txt). One that differs (edited by the user, or the
+user's own file under one of our names) is kept and named; `--force` replaces it on apply after
+saving it as `<name>.bak` beside it.
 """
 import argparse
+import hashlib
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HOOK = '''# yolov5-mnv4 begin: register the MobileNetV4 backbones (`yolov5-mnv4-apply --revert` removes this block)
@@ -26,6 +34,7 @@ else:
 HOOK_BLOCK = HOOK + '\n\n'  # placed before the `if __name__ == '__main__':` line, after its two blank lines
 CONFIG_DIR = Path('models', 'mnv4')
 CONFIG_SOURCE = Path(__file__).resolve().parents[2] / 'models'
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / 'shipped_configs.txt'
 # Text that a models/yolo.py we can hook must contain (v7.0 and master both do).
 REQUIRED = ('def parse_model(d, ch)', 'class BaseModel(', 'class DetectionModel(BaseModel)',
             'parse_model(deepcopy(self.yaml), ch=[ch])', 'LOGGER')
@@ -41,6 +50,32 @@ def plugin_configs():
         raise ApplyError(f'no configs found in {CONFIG_SOURCE}: install yolov5-mnv4 from its repository '
                          f'(pip install -e .) so that its models/ folder is next to the package')
     return {CONFIG_DIR / p.name: p.read_bytes() for p in configs}
+
+
+def config_digest(content):
+    return hashlib.sha256(content).hexdigest()
+
+
+def shipped_configs():
+    """{(sha256, file name)} of every config version the plugin has shipped."""
+    lines = SHIPPED_CONFIGS.read_text().splitlines()
+    return {tuple(line.split()) for line in lines if line.strip() and not line.startswith('#')}
+
+
+@dataclass
+class Plan:
+    """What applying or reverting writes ({relative path: bytes, or None to delete}) and the user's
+    configs it leaves alone (relative paths)."""
+    changes: dict = field(default_factory=dict)
+    kept: list = field(default_factory=list)
+    backups: list = field(default_factory=list)
+
+
+def _backup_path(root, rel):
+    candidate, n = rel.with_name(rel.name + '.bak'), 1
+    while (root / candidate).exists():
+        candidate, n = rel.with_name(f'{rel.name}.bak{n}'), n + 1
+    return candidate
 
 
 def _main_guard_index(lines):
@@ -87,16 +122,29 @@ def unhooked(text):
     return text.replace(HOOK_BLOCK, '', 1)
 
 
-def planned_changes(root, revert=False):
-    """{relative path: new bytes, or None to delete} that applying (or reverting) would write."""
+def planned_changes(root, revert=False, force=False):
+    """The Plan of applying (or reverting): checks everything, writes nothing."""
     root = Path(root)
     text = check_tree(root)
-    configs = plugin_configs()
-    changes = {Path('models', 'yolo.py'): (unhooked(text) if revert else hooked(text)).encode()}
-    for rel, content in configs.items():
-        changes[rel] = None if revert else content
-    current = {rel: (root / rel).read_bytes() if (root / rel).is_file() else None for rel in changes}
-    return {rel: new for rel, new in changes.items() if current[rel] != new}
+    plan, shipped = Plan(), shipped_configs()
+    yolo_py = Path('models', 'yolo.py')
+    new_text = (unhooked(text) if revert else hooked(text)).encode()
+    if new_text != text.encode():
+        plan.changes[yolo_py] = new_text
+    for rel, content in plugin_configs().items():
+        path = root / rel
+        current = path.read_bytes() if path.is_file() else None
+        if current == (None if revert else content):
+            continue
+        if current is not None and (config_digest(current), rel.name) not in shipped:  # the user's bytes
+            if revert or not force:
+                plan.kept.append(rel)
+                continue
+            backup = _backup_path(root, rel)
+            plan.changes[backup] = current
+            plan.backups.append(backup)
+        plan.changes[rel] = None if revert else content
+    return plan
 
 
 def write_changes(root, changes):
@@ -124,11 +172,18 @@ def write_changes(root, changes):
             config_dir.rmdir()
 
 
-def apply(root, revert=False):
-    """Apply (or revert) the plugin in a YOLOv5 checkout; returns the list of changed paths."""
-    changes = planned_changes(root, revert)
-    write_changes(root, changes)
-    return sorted(str(p) for p in changes)
+@dataclass
+class Outcome:
+    changed: list  # relative paths written or deleted (backups included)
+    kept: list  # the user's configs left as they were
+    backups: list  # copies of the user's configs that --force saved before replacing them
+
+
+def apply(root, revert=False, force=False):
+    """Apply (or revert) the plugin in a YOLOv5 checkout; returns an Outcome (paths as strings)."""
+    plan = planned_changes(root, revert, force)
+    write_changes(root, plan.changes)
+    return Outcome(sorted(str(p) for p in plan.changes), [str(p) for p in plan.kept], [str(p) for p in plan.backups])
 
 
 def patch_for(root):
@@ -156,17 +211,28 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog='yolov5-mnv4-apply', description=__doc__.split('\n')[0])
     parser.add_argument('yolov5', type=Path, help='path to a YOLOv5 checkout (v7.0 or master)')
     parser.add_argument('--revert', action='store_true', help='remove the plugin, restoring the tree')
+    parser.add_argument('--force', action='store_true',
+                        help='also replace configs in models/mnv4 that you edited, after saving each as <name>.bak')
     args = parser.parse_args(argv)
+    if args.force and args.revert:
+        parser.error('--force applies only when applying: --revert never deletes a config you edited')
     try:
-        changed = apply(args.yolov5, args.revert)
+        outcome = apply(args.yolov5, args.revert, args.force)
     except ApplyError as err:
         print(f'yolov5-mnv4-apply: {err}; nothing was changed', file=sys.stderr)
         return 2
     action = 'reverted' if args.revert else 'applied'
-    if changed:
-        print(f'yolov5-mnv4 {action} in {args.yolov5}: ' + ', '.join(changed))
+    if outcome.changed:
+        print(f'yolov5-mnv4 {action} in {args.yolov5}: ' + ', '.join(outcome.changed))
     else:
         print(f'yolov5-mnv4 already {action} in {args.yolov5}: nothing to change')
+    for backup in outcome.backups:
+        print(f'yolov5-mnv4-apply: saved your version of {backup[:-len(Path(backup).suffix)]} as {backup}')
+    for rel in outcome.kept:
+        what = 'left in place' if args.revert else 'not replaced'
+        hint = '' if args.revert else '; --force replaces it after saving a copy as .bak'
+        print(f'yolov5-mnv4-apply: kept {rel}: it differs from every version yolov5-mnv4 shipped (your edits?), '
+              f'so it was {what}{hint}', file=sys.stderr)
     return 0
 
 

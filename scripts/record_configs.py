@@ -1,0 +1,25 @@
+#!/usr/bin/env python3
+"""Record the SHA-256 of every config in models/ in plugin/yolov5_mnv4/shipped_configs.txt.
+
+Run it after changing or adding a config (a test fails until you do). The file keeps every version
+ever shipped: `yolov5-mnv4-apply` overwrites (upgrade) or deletes (--revert) a config in a YOLOv5
+tree only when its bytes are one of them, so a file a user edited is never lost.
+"""
+import sys
+
+from yolov5_mnv4.apply import CONFIG_SOURCE, SHIPPED_CONFIGS, config_digest, shipped_configs
+
+
+def main():
+    known = shipped_configs()
+    new = [(config_digest(p.read_bytes()), p.name) for p in sorted(CONFIG_SOURCE.glob('*.yaml'))]
+    new = [entry for entry in new if entry not in known]
+    if new:
+        with open(SHIPPED_CONFIGS, 'a') as f:
+            f.writelines(f'{digest}  {name}\n' for digest, name in new)
+    print(f'record_configs: {len(new)} new version(s) recorded in {SHIPPED_CONFIGS}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
