@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Make the golden checkpoints in tests/data/golden/ with the stock train.py and today's code.
+
+YOLOv5 pickles whole models, so every best.pt names our classes by module path; the golden files pin
+today's paths (tests/test_golden.py loads them with the stock attempt_load and DetectMultiBackend and
+reproduces the outputs stored beside them). To stay a few MB, each model starts from weights rounded
+to three levels per tensor and trains one epoch with everything but Detect frozen (--freeze 20; the
+frozen layers, BatchNorm statistics included, keep their values): the file is then low-entropy and
+compresses well (xz). Data: the embedded coco8 with its labels folded onto 3 classes (class % 3).
+
+    python scripts/make_golden.py --yolov5 .cache/yolov5-v7.0
+"""
+import argparse
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+
+from yolov5_mnv4.offline import offline_env
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / 'tests' / 'data' / 'golden'
+CONFIGS = {'conv-s': 'yolov5-mnv4-conv-s.yaml', 'hybrid-m': 'yolov5-mnv4-hybrid-m.yaml'}
+NAMES = ['person', 'vehicle', 'thing']
+IMG = 64
+
+
+def golden_input():
+    """The fixed input the stored outputs belong to."""
+    return torch.rand(2, 3, IMG, IMG, generator=torch.Generator().manual_seed(0))
+
+
+def three_class_data(work):
+    source = REPO / 'plugin' / 'yolov5_mnv4' / 'data' / 'coco8'
+    data = work / 'coco8-3'
+    shutil.copytree(source, data, ignore=shutil.ignore_patterns('*.cache', 'README.md'))
+    for label in (data / 'labels').rglob('*.txt'):
+        rows = [line.split() for line in label.read_text().splitlines() if line.strip()]
+        label.write_text(''.join(f'{int(r[0]) % 3} {" ".join(r[1:])}\n' for r in rows))
+    spec = {'path': str(data), 'train': 'images/train2017', 'val': 'images/val2017', 'names': NAMES}
+    (work / 'data.yaml').write_text(yaml.safe_dump(spec, sort_keys=False))
+    return work / 'data.yaml'
+
+
+@torch.no_grad()
+def ternary_init(yolo, cfg, path):
+    """A train.py --weights file whose every weight tensor takes three values: -a, 0, a."""
+    torch.manual_seed(0)
+    model = yolo.DetectionModel(str(cfg), nc=len(NAMES))
+    for name, p in model.named_parameters():
+        if p.ndim > 1:
+            scale = p.abs().mean()
+            p.copy_(torch.sign(p) * scale * (p.abs() > scale / 2))
+    torch.save({'model': model.half(), 'epoch': -1}, path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--yolov5', type=Path, required=True, help='YOLOv5 checkout with the plugin applied')
+    args = parser.parse_args(argv)
+    tree = args.yolov5.resolve()
+    env = offline_env()
+    os.environ.update(env)  # attempt_load below: v7.0 on torch >= 2.6 (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD)
+    sys.path.insert(0, str(tree))
+    import models.yolo
+    from models.experimental import attempt_load
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data = three_class_data(work)
+        for key, cfg_name in CONFIGS.items():
+            cfg = REPO / 'models' / cfg_name
+            init = work / f'{key}-init.pt'
+            ternary_init(models.yolo, cfg, init)
+            subprocess.run([sys.executable, 'train.py', '--cfg', str(cfg), '--weights', str(init), '--data', str(data),
+                            '--epochs', '1', '--img', str(IMG), '--batch-size', '4', '--workers', '0', '--device',
+                            'cpu', '--noplots', '--freeze', '20', '--project', str(work), '--name', key],
+                           cwd=tree, env=env, check=True)
+            best = work / key / 'weights' / 'best.pt'
+            packed = OUT / f'mnv4-{key}-nc3.pt.xz'
+            packed.write_bytes(lzma.compress(best.read_bytes(), preset=9 | lzma.PRESET_EXTREME))
+            model = attempt_load(str(best), device='cpu', fuse=True).eval()
+            with torch.no_grad():
+                output = model(golden_input())[0]
+            torch.save({'input_seed': 0, 'img': IMG, 'output': output}, OUT / f'mnv4-{key}-nc3.outputs.pt')
+            print(f'make_golden: {packed.name} {packed.stat().st_size / 1e6:.2f} MB '
+                  f'(checkpoint {best.stat().st_size / 1e6:.1f} MB); output {tuple(output.shape)}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
