@@ -3,10 +3,12 @@
 params, GFLOPs at 640, CPU latency at batch 1 (2 threads) for fused PyTorch eager and ONNX Runtime,
 median and spread over interleaved runs, peak memory; writes a table (Markdown), CSV, JSON and a
 latency-vs-GFLOPs PNG. --train adds training throughput (images/s, one epoch at 320 on coco128).
---backbones compares our backbones with timm's; --layers gives per-layer latency of detectors.
+--backbones compares our backbones with timm's; --layers gives per-layer latency of detectors;
+--tasks times the segmentation and P2 configs beside yolov5n-seg, yolov5n and their P3-P5 twins.
 
     python scripts/benchmark.py --yolov5 .cache/yolov5-v7.0 [--quick] [--train] [--out runs/benchmark]
     python scripts/benchmark.py --backbones
+    python scripts/benchmark.py --yolov5 .cache/yolov5-v7.0 --tasks
 """
 import argparse
 import csv
@@ -23,9 +25,13 @@ REPO = Path(__file__).resolve().parents[1]
 OURS = {'MNv4-Conv-S': 'yolov5-mnv4-conv-s.yaml', 'MNv4-Conv-M': 'yolov5-mnv4-conv-m.yaml',
         'MNv4-Hybrid-M': 'yolov5-mnv4-hybrid-m.yaml', 'MNv4-Conv-L': 'yolov5-mnv4-conv-l.yaml',
         'MNv4-Hybrid-L': 'yolov5-mnv4-hybrid-l.yaml'}
-STOCK = {'yolov5n': 'yolov5n.yaml', 'yolov5s': 'yolov5s.yaml'}
+STOCK = {'yolov5n': 'yolov5n.yaml', 'yolov5s': 'yolov5s.yaml', 'yolov5n-seg': 'segment/yolov5n-seg.yaml'}
+TASK_CONFIGS = {'MNv4-Conv-S-seg': 'yolov5-mnv4-conv-s-seg.yaml', 'MNv4-Conv-S-P2': 'yolov5-mnv4-conv-s-p2.yaml',
+                'MNv4-Conv-M-P2': 'yolov5-mnv4-conv-m-p2.yaml'}
+TASK_MODELS = ['yolov5n', 'yolov5n-seg', 'MNv4-Conv-S', 'MNv4-Conv-S-seg', 'MNv4-Conv-S-P2', 'MNv4-Conv-M',
+               'MNv4-Conv-M-P2']
 BLOG = 'blog MNv4-S'
-MODELS = [*STOCK, BLOG, *OURS]
+MODELS = ['yolov5n', 'yolov5s', BLOG, *OURS]
 THREADS = 2
 
 
@@ -46,13 +52,14 @@ def build(yolo, yolov5, name):
         model = build_blog_detector(yolo).eval()
         blog_fuse(model, yolo)
     else:
-        model = yolo.DetectionModel(str(config_path(yolov5, name))).eval().fuse()
-    model.model[-1].export = True  # Detect returns the single inference tensor, as exported models do
+        kind = yolo.SegmentationModel if name.endswith('-seg') else yolo.DetectionModel
+        model = kind(str(config_path(yolov5, name))).eval().fuse()
+    model.model[-1].export = True  # Detect (Segment) returns what exported models do: detections (, protos)
     return model
 
 
 def config_path(yolov5, name):
-    return yolov5 / 'models' / STOCK[name] if name in STOCK else REPO / 'models' / OURS[name]
+    return yolov5 / 'models' / STOCK[name] if name in STOCK else REPO / 'models' / {**OURS, **TASK_CONFIGS}[name]
 
 
 def gflops(model, size):
@@ -69,8 +76,9 @@ def gflops(model, size):
 
 def onnx_session(model, size, path):
     import torch
+    outputs = ['output0', 'output1'] if type(model).__name__ == 'SegmentationModel' else ['output0']
     torch.onnx.export(model, (torch.zeros(1, 3, size, size),), str(path), opset_version=17, dynamo=False,
-                      input_names=['images'], output_names=['output0'])
+                      input_names=['images'], output_names=outputs)
     return ort_session(path)
 
 
@@ -239,19 +247,11 @@ def plot(rows, size, path):
     fig.savefig(path, dpi=120)
 
 
-def run(args):
+def time_models(yolo, yolov5, names, sizes, reps, warmup, out):
+    """Rows of params, GFLOPs at 640 and interleaved torch / ONNX Runtime latency at each size."""
     import torch
-    torch.set_num_threads(THREADS)
-    yolov5 = args.yolov5.resolve()
-    yolo = import_yolo(yolov5)
-    sys.path.insert(0, str(REPO / 'scripts'))
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    sizes = [320] if args.quick else [320, 640]
-    reps, warmup = (5, 2) if args.quick else (args.reps, 5)
-
-    print(f'benchmark: building {len(MODELS)} models', flush=True)
-    models = {name: build(yolo, yolov5, name) for name in MODELS}
+    print(f'benchmark: building {len(names)} models', flush=True)
+    models = {name: build(yolo, yolov5, name) for name in names}
     rows = {name: {'model': name, 'params': sum(p.numel() for p in m.parameters()),
                    'gflops_640': round(gflops(m, 640), 2)} for name, m in models.items()}
     for size in sizes:
@@ -270,6 +270,25 @@ def run(args):
         for (name, runtime), samples in times.items():
             median, iqr = spread(samples)
             rows[name][f'{runtime}_{size}_ms'], rows[name][f'{runtime}_{size}_iqr'] = round(median, 1), round(iqr, 1)
+    return rows
+
+
+def setup_run(args):
+    import torch
+    torch.set_num_threads(THREADS)
+    yolov5 = args.yolov5.resolve()
+    yolo = import_yolo(yolov5)
+    sys.path.insert(0, str(REPO / 'scripts'))
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = [320] if args.quick else [320, 640]
+    reps, warmup = (5, 2) if args.quick else (args.reps, 5)
+    return yolo, yolov5, out, sizes, reps, warmup
+
+
+def run(args):
+    yolo, yolov5, out, sizes, reps, warmup = setup_run(args)
+    rows = time_models(yolo, yolov5, MODELS, sizes, reps, warmup, out)
     print(f'benchmark: peak memory of one inference at {max(sizes)}', flush=True)
     memory = measure_memory(yolov5, max(sizes))
     for name in MODELS:
@@ -279,6 +298,31 @@ def run(args):
         for name, ips in training_throughput(yolo, yolov5, args.data.resolve(), ['yolov5n', 'MNv4-Conv-S']).items():
             rows[name]['train_img_s'] = round(ips, 1)
     report(list(rows.values()), sizes, out, args)
+    return 0
+
+
+def run_tasks(args):
+    """The segmentation and P2 configs beside yolov5n-seg, yolov5n and the P3-P5 configs they extend."""
+    yolo, yolov5, out, sizes, reps, warmup = setup_run(args)
+    rows = time_models(yolo, yolov5, TASK_MODELS, sizes, reps, warmup, out)
+    columns = ['model', 'params', 'gflops_640']
+    for size in sizes:
+        columns += [f'torch_{size}_ms', f'torch_{size}_iqr', f'ort_{size}_ms', f'ort_{size}_iqr']
+    lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+    lines += ['| ' + ' | '.join(str(r.get(c, '')) for c in columns) + ' |' for r in rows.values()]
+    size = max(sizes)
+    ratios = []
+    for runtime in ('torch', 'ort'):
+        key = f'{runtime}_{size}_ms'
+        ratio = {f'{a}/{b}': rows[a][key] / rows[b][key] for a, b in (
+            ('MNv4-Conv-S-seg', 'yolov5n-seg'), ('MNv4-Conv-S', 'yolov5n'), ('MNv4-Conv-S-P2', 'MNv4-Conv-S'),
+            ('MNv4-Conv-S-P2', 'yolov5n'), ('MNv4-Conv-M-P2', 'MNv4-Conv-M'))}
+        ratios.append(f'{runtime} @{size}: ' + ', '.join(f'{k} {v:.2f}' for k, v in ratio.items()))
+    machine = f'{platform.machine()}, {os.cpu_count()} CPUs, torch {__import__("torch").__version__}, ' \
+              f'onnxruntime {__import__("onnxruntime").__version__}, {THREADS} threads'
+    text = '\n'.join([f'machine: {machine}', *lines, '', *ratios])
+    (out / 'benchmark_tasks.md').write_text(text + '\n')
+    print('\n' + text)
     return 0
 
 
@@ -327,6 +371,7 @@ def main(argv=None):
     parser.add_argument('--data', type=Path, default=REPO.parent / 'shared' / 'datasets' / 'coco128')
     parser.add_argument('--layers', nargs='+', choices=MODELS, help='only per-layer latency of these models')
     parser.add_argument('--backbones', action='store_true', help='only backbone latency, ours against timm')
+    parser.add_argument('--tasks', action='store_true', help='only the seg and P2 configs against yolov5n(-seg)')
     parser.add_argument('--memory-child', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.layers:
@@ -334,6 +379,8 @@ def main(argv=None):
         return layer_times(args.yolov5.resolve(), args.layers)
     if args.backbones:
         return backbone_vs_timm()
+    if args.tasks:
+        return run_tasks(args)
     if args.memory_child:
         sys.path.insert(0, str(REPO / 'scripts'))
         return memory_child(args.yolov5.resolve(), args.memory_child)

@@ -189,3 +189,39 @@ def test_pretrained_row_frozen_training_then_checkpoints_outlive_the_timm_file(y
     torch.save({**ckpt, 'epoch': 0}, last)
     log = run_train(yolov5_dir, offline, '--resume', last)
     assert 'Resuming training from' in log and re.search(r'1/1 ', log)
+
+
+def test_timm_backbone_to_a_yolov5_classifier(yolo, yolov5_dir, offline, tmp_path):
+    """yolov5-mnv4-convert --classify: a ClassificationModel with the timm backbone (its features equal
+    timm's) and YOLOv5's Classify head, which the stock classify/train.py fine-tunes on an ImageFolder."""
+    reference = perturb_(timm.create_model('mobilenetv4_conv_small', pretrained=False), seed=11).eval()
+    source = save_timm(reference, tmp_path / 'mnv4s.safetensors')
+    out = tmp_path / 'mnv4s-cls.pt'
+    convert = subprocess.run([str(Path(sys.executable).parent / 'yolov5-mnv4-convert'), '--classify', '--cfg',
+                              'yolov5-mnv4-conv-s.yaml', '--timm', str(source), '--out', str(out)],
+                             capture_output=True, text=True, env=offline, cwd=yolov5_dir)
+    assert convert.returncode == 0, convert.stderr[-3000:]
+    model = torch.load(out, weights_only=False)['model'].float().eval()
+    assert type(model).__name__ == 'ClassificationModel' and type(model.model[-1]).__name__ == 'Classify'
+    assert len(model.model) == 6 and model.model[-1].conv.conv.in_channels == 128  # the /32 stage width
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected = reference.forward_intermediates(x, indices=[1, 2, 3, 4], extra_blocks=True,
+                                                   intermediates_only=True)
+        assert max_abs_diff(expected, backbone_taps(model, x)) < 1e-4
+
+    from make_task_data import make_classify
+    coco = REPO.parent / 'shared' / 'datasets' / 'coco128'
+    data = tmp_path / 'crops'
+    made = make_classify(coco if coco.is_dir() else REPO / 'plugin' / 'yolov5_mnv4' / 'data' / 'coco8', data, 3, 20,
+                         {i: f'class{i}' for i in range(80)})
+    assert len({k.split('/')[1] for k in made}) == 3
+    env = {**offline, 'PYTHONPATH': str(yolov5_dir)}  # the PyPI-built tree's classify/train.py needs its root
+    train = subprocess.run([sys.executable, 'classify/train.py', '--model', str(out), '--data', str(data), '--epochs',
+                            '1', '--img', '64', '--batch-size', '8', '--workers', '0', '--device', 'cpu',
+                            '--project', str(tmp_path / 'runs'), '--name', 'cls'], cwd=yolov5_dir, env=env,
+                           capture_output=True, text=True, timeout=600)
+    log = train.stdout + train.stderr
+    assert train.returncode == 0, log[-3000:]
+    best = torch.load(tmp_path / 'runs' / 'cls' / 'weights' / 'best.pt', weights_only=False)['model']
+    assert best.model[-1].linear.out_features == 3  # classify/train.py reshaped the head to the data's classes

@@ -23,3 +23,23 @@ def test_smoke_train_val_detect_export_on_coco128(yolov5_dir, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert 'smoke: yolov5_mobilenetv4.yaml OK' in result.stdout
     assert 'onnx-vs-torch' in (tmp_path / 'smoke' / 'onnxruntime.log').read_text()
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize('task', ['seg', 'classify'])
+def test_smoke_segment_and_classify(yolov5_dir, tmp_path, task):
+    """segment/train -> val -> predict -> export ONNX -> ONNX Runtime on polygons made from coco128's
+    boxes (Conv-S-seg); classify/train --model <MNv4 detection checkpoint> --cutoff 5 -> val -> predict
+    on coco128 object crops (scripts/make_task_data.py)."""
+    data = COCO128 if (COCO128 / 'images' / 'train2017').is_dir() else EMBEDDED
+    cmd = [sys.executable, str(REPO / 'scripts' / 'smoke_tasks.py'), task, '--yolov5', str(yolov5_dir),
+           '--data', str(data), '--out', str(tmp_path / task)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    print(result.stdout[-2000:])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f'smoke-{task}: OK' in result.stdout
+    if task == 'seg':
+        log = (tmp_path / task / 'seg-onnxruntime.log').read_text()
+        assert 'onnx-vs-torch: detections' in log and 'onnx-vs-torch: prototypes' in log
+    else:
+        assert 'classify-model: 4 MNv4 stages + Classify(in=96, classes=3)' in (tmp_path / task / 'cls-model.log').read_text()

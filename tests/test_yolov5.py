@@ -17,34 +17,43 @@ VARIANT_CONFIGS = {'conv_small': 'yolov5-mnv4-conv-s.yaml', 'conv_medium': 'yolo
                    'conv_large': 'yolov5-mnv4-conv-l.yaml', 'hybrid_medium': 'yolov5-mnv4-hybrid-m.yaml',
                    'hybrid_large': 'yolov5-mnv4-hybrid-l.yaml'}
 RELU_HEAD_CONFIGS = {'conv_small': 'yolov5-mnv4-conv-s-relu.yaml', 'conv_medium': 'yolov5-mnv4-conv-m-relu.yaml'}
+SEG_CONFIGS = {v: name.replace('.yaml', '-seg.yaml') for v, name in VARIANT_CONFIGS.items()}
+P2_CONFIGS = {'conv_small': 'yolov5-mnv4-conv-s-p2.yaml', 'conv_medium': 'yolov5-mnv4-conv-m-p2.yaml'}
+ALL_CONFIGS = (VARIANT_CONFIGS, RELU_HEAD_CONFIGS, SEG_CONFIGS, P2_CONFIGS)
 TAPS = {'conv_small': [64, 96, 128], 'conv_medium': [80, 160, 256], 'conv_large': [96, 192, 512],
         'hybrid_medium': [80, 160, 256], 'hybrid_large': [96, 192, 512]}
 
 
 def test_every_variant_has_a_config_and_the_card_config_exists():
     names = {p.name for p in CONFIGS}
-    assert set(VARIANT_CONFIGS.values()) | set(RELU_HEAD_CONFIGS.values()) | {'yolov5_mobilenetv4.yaml'} == names
+    assert {n for configs in ALL_CONFIGS for n in configs.values()} | {'yolov5_mobilenetv4.yaml'} == names
     assert len({n.lower() for n in names}) == len(names)  # nothing that collides case-insensitively
 
 
 @pytest.mark.parametrize('config', CONFIGS, ids=lambda p: p.name)
 def test_config_builds_with_backbone_in_layers_0_to_4(yolo, config):
     cfg = yaml.safe_load(config.read_text())
-    variant = next((v for configs in (VARIANT_CONFIGS, RELU_HEAD_CONFIGS) for v, name in configs.items()
-                    if name == config.name), 'conv_small')
+    variant = next((v for configs in ALL_CONFIGS for v, name in configs.items() if name == config.name),
+                   'conv_small')
+    strides = [4, 8, 16, 32] if config.name in P2_CONFIGS.values() else [8, 16, 32]
+    masks = 32 if config.name in SEG_CONFIGS.values() else 0
     with keeping_default_act(yolo):
-        model = yolo.DetectionModel(str(config))
+        model = (yolo.SegmentationModel if masks else yolo.DetectionModel)(str(config))
     stages = [m for m in model.model if isinstance(m, MobileNetV4Stage)]
     assert [m.i for m in stages] == [0, 1, 2, 3, 4] and {m.variant for m in stages} == {variant}
     assert type(model.model[5]).__name__ == 'SPPF'
-    assert model.stride.tolist() == [8.0, 16.0, 32.0]
+    assert model.stride.tolist() == strides
+    assert type(model).__name__ == ('SegmentationModel' if masks else 'DetectionModel')
     backbone = sum(p.numel() for m in stages for p in m.parameters())
     from test_model import BACKBONE_PARAMS
     assert backbone == BACKBONE_PARAMS[variant]
     model.train()
     out = model(torch.zeros(2, 3, 128, 96))
-    assert [tuple(o.shape) for o in out] == [(2, 3, 128 // s, 96 // s, cfg['nc'] + 5) for s in (8, 16, 32)]
-    # The head's P3, P4, P5 come from layers 2, 3, 4: the /8, /16, /32 stage outputs.
+    if masks:
+        out, protos = out
+        assert protos.shape[:2] == (2, masks) and protos.shape[2:] == (128 // 4, 96 // 4)
+    assert [tuple(o.shape) for o in out] == [(2, 3, 128 // s, 96 // s, cfg['nc'] + 5 + masks) for s in strides]
+    # The head's P3, P4, P5 come from layers 2, 3, 4: the /8, /16, /32 stage outputs (P2 from layer 1).
     x, taps = torch.zeros(1, 3, 64, 64), []
     for stage in stages:
         x = stage(x)
@@ -161,3 +170,18 @@ print('no tensorflow')
 '''
     result = _run(code, tmp_path, offline)
     assert result.returncode == 0 and 'no tensorflow' in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize('cutoff, width', [(5, 96), (6, 128)])
+def test_classification_model_cut_from_a_detector(yolo, cutoff, width):
+    """classify/train.py --model <detection best.pt> --cutoff k: YOLOv5 replaces layer k-1 by Classify,
+    sized from that layer's `.conv.in_channels` (cutoff 5: the /32 stage goes, Classify reads the /16
+    output, 96 wide for Conv-S; cutoff 6: the whole backbone stays and Classify replaces the SPPF)."""
+    detector = yolo.DetectionModel(str(REPO / 'models' / 'yolov5-mnv4-conv-s.yaml'))
+    model = yolo.ClassificationModel(model=detector, nc=7, cutoff=cutoff).eval()
+    assert type(model.model[-1]).__name__ == 'Classify' and model.model[-1].conv.conv.in_channels == width
+    assert len([m for m in model.model if isinstance(m, MobileNetV4Stage)]) == min(cutoff - 1, 5)
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 7)
+        fused = model.fuse()(torch.zeros(2, 3, 64, 64))
+    assert fused.shape == (2, 7)

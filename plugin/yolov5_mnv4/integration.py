@@ -101,6 +101,13 @@ class MobileNetV4Stage(nn.Sequential, metaclass=_RidesConvBranch):
     def forward(self, x):
         return super().forward(to_channels_last(x) if self.index == 0 else x)
 
+    @property
+    def conv(self):
+        """The stage's first convolution. Where ClassificationModel(model=<detection model>, cutoff=k)
+        (classify/train.py --model best.pt --cutoff k) cuts, YOLOv5 sizes the Classify head that
+        replaces the last kept layer from `layer.conv.in_channels` (or `.cv1.conv`)."""
+        return next(m for m in self.modules() if isinstance(m, nn.Conv2d))
+
     def train(self, mode=True):
         """A stage whose parameters are all frozen (train.py --freeze) stays in eval mode: its
         BatchNorm statistics keep the values its weights were trained with, as a frozen pretrained

@@ -3,6 +3,8 @@
 
     yolov5-mnv4-convert --cfg yolov5-mnv4-conv-s.yaml --timm mnv4s.safetensors --out mnv4s.pt   # in the tree
     python train.py --cfg yolov5-mnv4-conv-s.yaml --weights mnv4s.pt --data ...
+    yolov5-mnv4-convert --classify --cfg yolov5-mnv4-conv-s.yaml --timm mnv4s.safetensors --out mnv4s-cls.pt
+    python classify/train.py --model mnv4s-cls.pt --data <ImageFolder> ...
 
 --timm takes a .safetensors/.pth/.bin timm state dict, or a timm model name (needs timm and the network).
 The YOLOv5 tree is --yolov5, else the current folder.
@@ -25,8 +27,15 @@ def build_pretrained_model(yolo, cfg, source):
     return yolo.DetectionModel(with_pretrained(cfg, source))
 
 
-def write_weights_file(yolo, cfg_path, source, out):
+CLASSIFY_CUTOFF = 6  # layers 0-4 (the whole backbone) kept; Classify replaces layer 5, the SPPF
+
+
+def write_weights_file(yolo, cfg_path, source, out, classify=False):
     """Save a YOLOv5 checkpoint of `cfg_path`'s model with the timm backbone; returns its tensor count.
+
+    With `classify`, the checkpoint holds a ClassificationModel instead, for the stock
+    `classify/train.py --model <out>`: the five stages and YOLOv5's Classify head (conv 1280, pool,
+    linear; trained from scratch: timm's head has another layout), as `--cutoff 6` would cut it.
 
     train.py rebuilds the model from the config, whose BatchNorms get YOLOv5's eps (1e-3), and copies
     tensors by name. The backbone BN scales are therefore rescaled to eps 1e-3 here, so that the
@@ -40,6 +49,8 @@ def write_weights_file(yolo, cfg_path, source, out):
         rescale_bn_for_eps(stage, YOLOV5_BN_EPS)
     # The model's yaml no longer names `source` (the DetectionModel dropped it once loaded): fine-tuning
     # from this file never needs the timm file again.
+    if classify:
+        model = yolo.ClassificationModel(model=model, nc=cfg['nc'], cutoff=CLASSIFY_CUTOFF)
     torch.save({'model': model, 'ema': None, 'epoch': -1, 'optimizer': None, 'best_fitness': None,
                 'date': datetime.datetime.now().isoformat(), 'mnv4_pretrained': str(source)}, out)
     return len(backbone.state_dict())
@@ -73,6 +84,8 @@ def main(argv=None):
     parser.add_argument('--timm', required=True, help='timm checkpoint file or timm model name')
     parser.add_argument('--out', type=Path, required=True, help='the YOLOv5 weights file to write (.pt)')
     parser.add_argument('--yolov5', help='the YOLOv5 tree (default: the current folder)')
+    parser.add_argument('--classify', action='store_true',
+                        help='write a classification model (backbone + Classify) for classify/train.py --model')
     args = parser.parse_args(argv)
     tree = find_yolov5_tree(args.yolov5)
     cfg = find_config(args.cfg, tree)
@@ -83,6 +96,6 @@ def main(argv=None):
     sys.path.insert(0, str(tree))
     import models.yolo
     register(models.yolo)  # a no-op where the hook did it; works on a tree yolov5-mnv4-apply has not touched
-    count = write_weights_file(models.yolo, cfg, args.timm, args.out)
+    count = write_weights_file(models.yolo, cfg, args.timm, args.out, classify=args.classify)
     print(f'yolov5-mnv4-convert: wrote {args.out} ({count} backbone tensors from {args.timm})')
     return 0
