@@ -34,6 +34,11 @@ def prepare_data(source, yolov5, work):
     return work / 'data.yaml', sorted((data / 'images' / 'val2017').glob('*.jpg'))[0]
 
 
+def work_folder(out, label):
+    """`out`, or a new folder for this run in $TMPDIR, resolved."""
+    return (out or Path(os.environ.get('TMPDIR', '/tmp')) / f'yolov5-mnv4-{label}-{os.getpid()}').resolve()
+
+
 class Runner:
     def __init__(self, yolov5, work, env):
         self.yolov5, self.work, self.env, self.times = yolov5, work, env, {}
@@ -96,7 +101,7 @@ assert ref.shape == got.shape and err < 1e-4, err
 
 def run(args):
     yolov5 = args.yolov5.resolve()
-    work = (args.out or Path(os.environ.get('TMPDIR', '/tmp')) / f'yolov5-mnv4-smoke-{os.getpid()}').resolve()
+    work = work_folder(args.out, 'smoke')
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     data_yaml, image = prepare_data(args.data.resolve(), yolov5, work)

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from make_task_data import make_classify, make_seg
-from smoke import EMBEDDED, Runner, check
+from smoke import EMBEDDED, Runner, check, work_folder
 from yolov5_mnv4.offline import offline_env
 
 COMPARE_SEG_ONNX = '''
@@ -116,7 +116,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.img = args.img or (160 if args.task == 'seg' else 64)
     yolov5 = args.yolov5.resolve()
-    work = (args.out or Path(os.environ.get('TMPDIR', '/tmp')) / f'yolov5-mnv4-{args.task}-{os.getpid()}').resolve()
+    work = work_folder(args.out, args.task)
     work.mkdir(parents=True, exist_ok=True)
     env = offline_env(work / 'state')
     # The PyPI-built v7.0 tree's classify/train.py imports `utils` before it puts its root on sys.path

@@ -10,13 +10,12 @@ One short epoch each at a small size; prints one line per option (ok / FAILED, s
 """
 import argparse
 import csv
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from smoke import EMBEDDED, Runner, prepare_data
+from smoke import EMBEDDED, Runner, prepare_data, work_folder
 from yolov5_mnv4.offline import offline_env
 
 # train.py with a callback that stops the run once epoch 0's last.pt is saved, as a Ctrl-C would.
@@ -86,7 +85,7 @@ def epochs_done(run):
 
 def run(args):
     yolov5 = args.yolov5.resolve()
-    work = (args.out or Path(os.environ.get('TMPDIR', '/tmp')) / f'yolov5-mnv4-options-{os.getpid()}').resolve()
+    work = work_folder(args.out, 'options')
     work.mkdir(parents=True, exist_ok=True)
     data_yaml, _ = prepare_data(args.data.resolve(), yolov5, work)
     images = sorted((work / 'dataset' / 'images' / 'val2017').glob('*.jpg'))
