@@ -7,10 +7,13 @@ this plugin). It does five things and copies no YOLOv5 code:
 1. wraps `parse_model` so that a backbone row such as `[-1, 1, MobileNetV4ConvSmall, []]` is
    expanded, before YOLOv5 parses it, into five `MobileNetV4Stage` layers (stem, /4, /8, /16, /32).
    The row therefore takes five layer indices, the numbering the blog's YAML uses; every stage takes
-   and returns one tensor, so `_forward_once`, `--freeze`, `--visualize` and profiling work unchanged;
+   and returns one tensor, so `_forward_once`, `--freeze`, `--visualize` and profiling work unchanged.
+   Misspelled MobileNetV4 rows and a backbone row that is not first are refused there, up front, and
+   the conv weights of a model with our stages are made channels-last (see `channels_last_weights`);
 2. makes `MobileNetV4Stage` resolvable by name in `parse_model` and gives it YOLOv5's channel
    bookkeeping, within each wrapped `parse_model` call only (see `_RidesConvBranch`);
-3. wraps `BaseModel.fuse` so that `model.fuse()` also folds the BatchNorms of our blocks;
+3. wraps `BaseModel.fuse` so that `model.fuse()` also folds the norms of our blocks (BatchNorm or
+   SyncBatchNorm), then runs YOLOv5's own fuse on contiguous weights and under no_grad;
 4. wraps `initialize_weights`, which DetectionModel calls after its stride-probing forward pass (in
    train mode, so it moves BatchNorm statistics) and which sets every BatchNorm to eps 1e-3 and
    momentum 0.03: pretrained stages are reloaded there, keeping the eps their weights were trained
