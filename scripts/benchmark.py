@@ -305,11 +305,7 @@ def run_tasks(args):
     """The segmentation and P2 configs beside yolov5n-seg, yolov5n and the P3-P5 configs they extend."""
     yolo, yolov5, out, sizes, reps, warmup = setup_run(args)
     rows = time_models(yolo, yolov5, TASK_MODELS, sizes, reps, warmup, out)
-    columns = ['model', 'params', 'gflops_640']
-    for size in sizes:
-        columns += [f'torch_{size}_ms', f'torch_{size}_iqr', f'ort_{size}_ms', f'ort_{size}_iqr']
-    lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
-    lines += ['| ' + ' | '.join(str(r.get(c, '')) for c in columns) + ' |' for r in rows.values()]
+    lines = markdown_table(list(rows.values()), latency_columns(sizes))
     size = max(sizes)
     ratios = []
     for runtime in ('torch', 'ort'):
@@ -318,30 +314,40 @@ def run_tasks(args):
             ('MNv4-Conv-S-seg', 'yolov5n-seg'), ('MNv4-Conv-S', 'yolov5n'), ('MNv4-Conv-S-P2', 'MNv4-Conv-S'),
             ('MNv4-Conv-S-P2', 'yolov5n'), ('MNv4-Conv-M-P2', 'MNv4-Conv-M'))}
         ratios.append(f'{runtime} @{size}: ' + ', '.join(f'{k} {v:.2f}' for k, v in ratio.items()))
-    machine = f'{platform.machine()}, {os.cpu_count()} CPUs, torch {__import__("torch").__version__}, ' \
-              f'onnxruntime {__import__("onnxruntime").__version__}, {THREADS} threads'
-    text = '\n'.join([f'machine: {machine}', *lines, '', *ratios])
+    text = '\n'.join([f'machine: {machine_line()}', *lines, '', *ratios])
     (out / 'benchmark_tasks.md').write_text(text + '\n')
     print('\n' + text)
     return 0
 
 
-def report(rows, sizes, out, args):
+def latency_columns(sizes):
     columns = ['model', 'params', 'gflops_640']
     for size in sizes:
         columns += [f'torch_{size}_ms', f'torch_{size}_iqr', f'ort_{size}_ms', f'ort_{size}_iqr']
-    columns += [f'mem_{max(sizes)}_mb'] + (['train_img_s'] if args.train else [])
+    return columns
+
+
+def markdown_table(rows, columns):
+    lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+    return lines + ['| ' + ' | '.join(str(r.get(c, '')) for c in columns) + ' |' for r in rows]
+
+
+def machine_line():
+    return (f'{platform.machine()}, {os.cpu_count()} CPUs, torch {__import__("torch").__version__}, '
+            f'onnxruntime {__import__("onnxruntime").__version__}, {THREADS} threads')
+
+
+def report(rows, sizes, out, args):
+    columns = latency_columns(sizes) + [f'mem_{max(sizes)}_mb'] + (['train_img_s'] if args.train else [])
     with open(out / 'benchmark.csv', 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    machine = f'{platform.machine()}, {os.cpu_count()} CPUs, torch {__import__("torch").__version__}, ' \
-              f'onnxruntime {__import__("onnxruntime").__version__}, {THREADS} threads'
+    machine = machine_line()
     (out / 'benchmark.json').write_text(json.dumps({'machine': machine, 'rows': rows}, indent=1))
     size = max(sizes)
     plot(rows, size, out / 'latency_vs_gflops.png')
-    lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
-    lines += ['| ' + ' | '.join(str(r.get(c, '')) for c in columns) + ' |' for r in rows]
+    lines = markdown_table(rows, columns)
     by = {r['model']: r for r in rows}
     ratios = []
     for runtime in ('torch', 'ort'):

@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-import yaml
 
+from smoke import write_data_yaml
 from yolov5_mnv4.offline import offline_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,9 +43,7 @@ def three_class_data(work):
     for label in (data / 'labels').rglob('*.txt'):
         rows = [line.split() for line in label.read_text().splitlines() if line.strip()]
         label.write_text(''.join(f'{int(r[0]) % 3} {" ".join(r[1:])}\n' for r in rows))
-    spec = {'path': str(data), 'train': 'images/train2017', 'val': 'images/val2017', 'names': NAMES}
-    (work / 'data.yaml').write_text(yaml.safe_dump(spec, sort_keys=False))
-    return work / 'data.yaml'
+    return write_data_yaml(data, NAMES, work / 'data.yaml')
 
 
 @torch.no_grad()

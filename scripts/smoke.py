@@ -24,13 +24,22 @@ HERE = Path(__file__).resolve().parent
 EMBEDDED = HERE.parent / 'plugin' / 'yolov5_mnv4' / 'data' / 'coco8'
 
 
+def coco_names(yolov5):
+    return yaml.safe_load((yolov5 / 'data' / 'coco128.yaml').read_text())['names']
+
+
+def write_data_yaml(data, names, path):
+    """A YOLOv5 data YAML for a folder with images/{train2017,val2017} (an absolute `path:`)."""
+    spec = {'path': str(data), 'train': 'images/train2017', 'val': 'images/val2017', 'names': names}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
 def prepare_data(source, yolov5, work):
     """Copy a YOLO-format dataset (images/ and labels/ with train2017 and val2017) and write its YAML."""
     data = work / 'dataset'
     shutil.copytree(source, data, ignore=shutil.ignore_patterns('*.cache'))
-    names = yaml.safe_load((yolov5 / 'data' / 'coco128.yaml').read_text())['names']
-    spec = {'path': str(data), 'train': 'images/train2017', 'val': 'images/val2017', 'names': names}
-    (work / 'data.yaml').write_text(yaml.safe_dump(spec, sort_keys=False))
+    write_data_yaml(data, coco_names(yolov5), work / 'data.yaml')
     return work / 'data.yaml', sorted((data / 'images' / 'val2017').glob('*.jpg'))[0]
 
 
@@ -85,17 +94,21 @@ def epoch_seconds(train_log):
     return None
 
 
+# Every ONNX output against the PyTorch model's output in the same place: detections, and for a
+# segmentation model also the mask prototypes.
 COMPARE_ONNX = '''
 import sys, numpy as np, torch, onnxruntime as ort
 best, onnx_path, img = sys.argv[1], sys.argv[2], int(sys.argv[3])
 model = torch.load(best, map_location='cpu', weights_only=False)['model'].float().fuse().eval()
 x = torch.rand(1, 3, img, img)
 with torch.no_grad():
-    ref = model(x)[0].numpy()
-got = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider']).run(None, {'images': x.numpy()})[0]
-err = float(np.abs(ref - got).max() / max(1.0, np.abs(ref).max()))
-print(f'onnx-vs-torch: output {got.shape}, max relative difference {err:.2e}')
-assert ref.shape == got.shape and err < 1e-4, err
+    ref = model(x)
+got = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider']).run(None, {'images': x.numpy()})
+for name, r, g in zip(('detections', 'prototypes'), ref, got):
+    r = r.numpy()
+    err = float(np.abs(r - g).max() / max(1.0, np.abs(r).max()))
+    print(f'onnx-vs-torch: {name} {g.shape}, max relative difference {err:.2e}')
+    assert r.shape == g.shape and err < 1e-4, (name, err)
 '''
 
 

@@ -14,25 +14,10 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
 
 from make_task_data import make_classify, make_seg
-from smoke import EMBEDDED, Runner, check, work_folder
+from smoke import COMPARE_ONNX, EMBEDDED, Runner, check, coco_names, work_folder, write_data_yaml
 from yolov5_mnv4.offline import offline_env
-
-COMPARE_SEG_ONNX = '''
-import sys, numpy as np, torch, onnxruntime as ort
-best, onnx_path, img = sys.argv[1], sys.argv[2], int(sys.argv[3])
-model = torch.load(best, map_location='cpu', weights_only=False)['model'].float().fuse().eval()
-x = torch.rand(1, 3, img, img)
-with torch.no_grad():
-    ref = [t.numpy() for t in model(x)[:2]]
-got = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider']).run(None, {'images': x.numpy()})
-for name, r, g in zip(('detections', 'prototypes'), ref, got):
-    err = float(np.abs(r - g).max() / max(1.0, np.abs(r).max()))
-    print(f'onnx-vs-torch: {name} {g.shape}, max relative difference {err:.2e}')
-    assert r.shape == g.shape and err < 1e-4, (name, err)
-'''
 
 SAVE_DETECTION_CHECKPOINT = '''
 import sys, torch
@@ -56,9 +41,7 @@ print(f'classify-model: {stages} MNv4 stages + {type(head).__name__}(in={head.co
 def seg(args, step, work, yolov5):
     data = work / 'seg-data'
     make_seg(args.data.resolve(), data)
-    names = yaml.safe_load((yolov5 / 'data' / 'coco128.yaml').read_text())['names']
-    spec = {'path': str(data), 'train': 'images/train2017', 'val': 'images/val2017', 'names': names}
-    (work / 'seg.yaml').write_text(yaml.safe_dump(spec, sort_keys=False))
+    write_data_yaml(data, coco_names(yolov5), work / 'seg.yaml')
     common = ['--img', args.img, '--device', 'cpu']
     step('seg-train', 'segment/train.py', '--cfg', args.cfg or 'yolov5-mnv4-conv-s-seg.yaml', '--weights', '',
          '--data', work / 'seg.yaml', '--epochs', 1, '--batch-size', args.batch, '--workers', 0, '--noplots',
@@ -74,13 +57,12 @@ def seg(args, step, work, yolov5):
     check((work / 'seg-predict' / image.name).is_file(), 'segment/predict.py wrote no image')
     step('seg-export', 'export.py', '--weights', best, '--include', 'onnx', *common)
     check(best.with_suffix('.onnx').is_file(), 'export.py wrote no .onnx')
-    return step('seg-onnxruntime', '-c', COMPARE_SEG_ONNX, best, best.with_suffix('.onnx'), args.img)
+    return step('seg-onnxruntime', '-c', COMPARE_ONNX, best, best.with_suffix('.onnx'), args.img)
 
 
 def classify(args, step, work, yolov5):
     data = work / 'cls-data'
-    names = yaml.safe_load((yolov5 / 'data' / 'coco128.yaml').read_text())['names']
-    made = make_classify(args.data.resolve(), data, 3, 30, names)
+    made = make_classify(args.data.resolve(), data, 3, 30, coco_names(yolov5))
     print(f'classify data: {made}')
     detection = work / 'detection.pt'
     step('cls-detection-checkpoint', '-c', SAVE_DETECTION_CHECKPOINT, args.cfg or 'models/mnv4/yolov5-mnv4-conv-s.yaml',

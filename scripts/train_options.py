@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from smoke import EMBEDDED, Runner, prepare_data, work_folder
+from smoke import EMBEDDED, Runner, check, prepare_data, work_folder
 from yolov5_mnv4.offline import offline_env
 
 # train.py with a callback that stops the run once epoch 0's last.pt is saved, as a Ctrl-C would.
@@ -73,11 +73,6 @@ def video_and_mixed_sizes(images, work):
     return video, folder, len(frames) * 2
 
 
-def require(condition, message):
-    if not condition:
-        raise AssertionError(message)
-
-
 def epochs_done(run):
     with open(run / 'results.csv') as f:
         return len(list(csv.DictReader(f)))
@@ -94,19 +89,19 @@ def run(args):
              '--workers', 0, '--device', 'cpu', '--noplots', '--exist-ok', '--project', work]
     results, failures = {}, []
 
-    def attempt(name, check, *cmd):
+    def attempt(name, verify, *cmd):
         start = time.perf_counter()
         try:
             log = step(name, *cmd)
-            check(log)
+            verify(log)
             results[name] = f'ok ({time.perf_counter() - start:.0f} s)'
-        except (SystemExit, AssertionError) as err:
+        except SystemExit as err:  # what Runner and check raise
             results[name] = f'FAILED: {err}'
             failures.append(name)
 
     def resume_check(log):
-        assert 'resume restored' in log and 'start epoch 1 of 2' in log, 'resume did not restore'
-        assert epochs_done(work / 'resume') == 2, 'resumed run did not finish both epochs'
+        check('resume restored' in log and 'start epoch 1 of 2' in log, 'resume did not restore')
+        check(epochs_done(work / 'resume') == 2, 'resumed run did not finish both epochs')
 
     # --resume: stop after epoch 0 of 2 (the process exits 3 on purpose, so not through `step`), resume.
     with open(work / 'interrupt.log', 'w') as out:
@@ -119,7 +114,7 @@ def run(args):
         failures.append('resume')
 
     def trained(name):
-        return lambda log: require(epochs_done(work / name) == 1, f'{name}: no epoch in results.csv')
+        return lambda log: check(epochs_done(work / name) == 1, f'{name}: no epoch in results.csv')
 
     attempt('multi-scale+cache-ram+AdamW+cos-lr+label-smoothing', trained('mixed'), 'train.py', *train, '--epochs', 1,
             '--multi-scale', '--cache', 'ram', '--optimizer', 'AdamW', '--cos-lr', '--label-smoothing', 0.1,
@@ -130,19 +125,19 @@ def run(args):
 
     best = work / 'rect' / 'weights' / 'best.pt'
     common = ['--weights', best, '--img', args.img, '--device', 'cpu']
-    attempt('val-task-speed', lambda log: require('Speed:' in log, 'no Speed line'),
+    attempt('val-task-speed', lambda log: check('Speed:' in log, 'no Speed line'),
             'val.py', *common, '--data', data_yaml, '--task', 'speed', '--project', work, '--name', 'speed', '--exist-ok')
-    attempt('val-augment', lambda log: require(' all ' in log, 'no results row'),
+    attempt('val-augment', lambda log: check(' all ' in log, 'no results row'),
             'val.py', *common, '--data', data_yaml, '--augment', '--project', work, '--name', 'tta', '--exist-ok')
     video, folder, n_frames = video_and_mixed_sizes(images, work)
 
     def detected(name, expect):
-        def check(log):
+        def verify(log):
             made = sorted(p.name for p in (work / name).iterdir() if p.suffix in ('.jpg', '.mp4'))
-            assert made == expect, f'{name}: wrote {made}, expected {expect}'
+            check(made == expect, f'{name}: wrote {made}, expected {expect}')
             if name == 'video':
-                assert f'video 1/1 ({n_frames}/{n_frames})' in log, 'not every frame was run'
-        return check
+                check(f'video 1/1 ({n_frames}/{n_frames})' in log, 'not every frame was run')
+        return verify
 
     attempt('detect-video', detected('video', ['clip.mp4']), 'detect.py', *common, '--source', video,
             '--project', work, '--name', 'video', '--exist-ok')
