@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 . .venv/bin/activate
 tree=${YOLOV5_DIR:-$PWD/.cache/yolov5-${YOLOV5_REF:-v7.0}}
-python scripts/smoke.py --yolov5 "$tree" --cfg yolov5-mnv4-conv-s.yaml --epochs 3 --out "$PWD/runs/demo" "$@"
+yolov5-mnv4 demo --yolov5 "$tree" --cfg yolov5-mnv4-conv-s.yaml --epochs 3 --out "$PWD/runs/demo" "$@"

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'scripts'))  # scripts/smoke.py helpers
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'tools'))  # the smoke runs and data makers
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'scripts'))  # blog_recipe, benchmark helpers
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from yolov5_mnv4 import apply as apply_module
-from yolov5_mnv4.apply import HOOK_BLOCK, ApplyError, apply, config_digest, patch_for, plugin_configs, shipped_configs
+from yolov5_mnv4.apply import EARLIER_HOOKS, HOOK_BLOCK, ApplyError, apply, config_digest, patch_for, plugin_configs, shipped_configs
 
 REPO = Path(__file__).resolve().parents[1]
 PATCHES = {'v7.0': REPO / 'patches' / 'yolov5-v7.0.patch', 'master': REPO / 'patches' / 'yolov5-master.patch'}
@@ -41,6 +41,21 @@ def test_apply_is_idempotent_and_revert_restores_every_byte(pristine):
     apply(pristine, revert=True)
     assert tree_digest(pristine) == before
     assert apply(pristine, revert=True).changed == []
+
+
+def test_a_tree_an_earlier_version_applied_is_upgraded_and_reverted(pristine):
+    before = tree_digest(pristine)
+    yolo_py = pristine / 'models' / 'yolo.py'
+    apply(pristine)
+    current = yolo_py.read_text()
+    assert '(yolov5-mnv4 0.' in current  # the hook names the plugin version that wrote it
+    for earlier in EARLIER_HOOKS:
+        yolo_py.write_text(current.replace(HOOK_BLOCK, earlier + '\n\n'))
+        assert apply(pristine).changed == ['models/yolo.py'] and yolo_py.read_text() == current
+        yolo_py.write_text(current.replace(HOOK_BLOCK, earlier + '\n\n'))
+        apply(pristine, revert=True)
+        assert tree_digest(pristine) == before
+        apply(pristine)
 
 
 def test_cli_reports_and_refuses(pristine, tmp_path):
@@ -150,7 +165,7 @@ def test_every_config_version_is_recorded_as_shipped():
     recorded = shipped_configs()
     for path in sorted((REPO / 'models').glob('*.yaml')):
         assert (config_digest(path.read_bytes()), path.name) in recorded, \
-            f'{path.name} changed: run scripts/record_configs.py'
+            f'{path.name} changed: run tests/tools/record_configs.py'
 
 
 def test_an_edited_config_is_kept_by_apply_and_by_revert(pristine):

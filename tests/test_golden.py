@@ -1,5 +1,5 @@
 """Checkpoints made today load in every later version: the golden files in tests/data/golden (made by
-the stock train.py through scripts/make_golden.py) load with YOLOv5's own loaders, fuse, and give the
+the stock train.py through tests/tools/make_golden.py) load with YOLOv5's own loaders, fuse, and give the
 outputs stored beside them.
 
 Alias policy: the class paths these files pickle are a public API. A class that moves or is renamed

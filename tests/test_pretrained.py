@@ -11,9 +11,10 @@ import yaml
 from helpers import max_abs_diff, perturb_
 from test_yolov5 import VARIANT_CONFIGS
 from yolov5_mnv4 import MobileNetV4
+from yolov5_mnv4.convert import build_pretrained_model
 from yolov5_mnv4.pretrained import TIMM_BN_EPS
+from yolov5_mnv4.resources import embedded_dataset
 from yolov5_mnv4.timm_weights import WeightMappingError
-from yolov5_mnv4.weights_file import build_pretrained_model
 
 timm = pytest.importorskip('timm', reason='timm is in the test extra (pip install -e .[test])')
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +127,7 @@ def test_weights_file_through_stock_train(yolov5_dir, offline, tmp_path):
         assert max_abs_diff(expected, backbone_taps(rebuilt.eval(), x)) < 1e-4
 
     from smoke import prepare_data
-    data_yaml, _ = prepare_data(REPO / 'plugin' / 'yolov5_mnv4' / 'data' / 'coco8', yolov5_dir, tmp_path)
+    data_yaml, _ = prepare_data(embedded_dataset(), yolov5_dir, tmp_path)
     train = subprocess.run([sys.executable, 'train.py', '--cfg', 'yolov5-mnv4-conv-s.yaml', '--weights', str(weights),
                             '--data', str(data_yaml), '--epochs', '1', '--img', '64', '--batch-size', '4',
                             '--workers', '0', '--device', 'cpu', '--noplots', '--freeze', '5', '--project',
@@ -160,7 +161,7 @@ def test_pretrained_row_frozen_training_then_checkpoints_outlive_the_timm_file(y
     cfg_path = tmp_path / 'pretrained-row.yaml'
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     from smoke import prepare_data
-    data_yaml, _ = prepare_data(REPO / 'plugin' / 'yolov5_mnv4' / 'data' / 'coco8', yolov5_dir, tmp_path)
+    data_yaml, _ = prepare_data(embedded_dataset(), yolov5_dir, tmp_path)
     runs = tmp_path / 'runs'
 
     log = run_train(yolov5_dir, offline, '--cfg', cfg_path, '--weights', '', '--data', data_yaml, '--epochs', 1,
@@ -213,7 +214,7 @@ def test_timm_backbone_to_a_yolov5_classifier(yolo, yolov5_dir, offline, tmp_pat
     from make_task_data import make_classify
     coco = REPO.parent / 'shared' / 'datasets' / 'coco128'
     data = tmp_path / 'crops'
-    made = make_classify(coco if coco.is_dir() else REPO / 'plugin' / 'yolov5_mnv4' / 'data' / 'coco8', data, 3, 20,
+    made = make_classify(coco if coco.is_dir() else embedded_dataset(), data, 3, 20,
                          {i: f'class{i}' for i in range(80)})
     assert len({k.split('/')[1] for k in made}) == 3
     env = {**offline, 'PYTHONPATH': str(yolov5_dir)}  # the PyPI-built tree's classify/train.py needs its root

@@ -7,16 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from yolov5_mnv4.resources import embedded_dataset
+
 REPO = Path(__file__).resolve().parents[1]
 COCO128 = Path(os.environ.get('COCO128', REPO.parent / 'shared' / 'datasets' / 'coco128'))
-EMBEDDED = REPO / 'plugin' / 'yolov5_mnv4' / 'data' / 'coco8'
+EMBEDDED = embedded_dataset()
 
 
 @pytest.mark.smoke
 def test_smoke_train_val_detect_export_on_coco128(yolov5_dir, tmp_path):
     data = COCO128 if (COCO128 / 'images' / 'train2017').is_dir() else EMBEDDED
     print(f'smoke data: {data}')
-    cmd = [sys.executable, str(REPO / 'scripts' / 'smoke.py'), '--yolov5', str(yolov5_dir),
+    cmd = [sys.executable, str(REPO / 'tests' / 'tools' / 'smoke.py'), '--yolov5', str(yolov5_dir),
            '--cfg', 'yolov5_mobilenetv4.yaml', '--data', str(data), '--out', str(tmp_path / 'smoke')]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
     print(result.stdout[-3000:])
@@ -30,9 +32,9 @@ def test_smoke_train_val_detect_export_on_coco128(yolov5_dir, tmp_path):
 def test_smoke_segment_and_classify(yolov5_dir, tmp_path, task):
     """segment/train -> val -> predict -> export ONNX -> ONNX Runtime on polygons made from coco128's
     boxes (Conv-S-seg); classify/train --model <MNv4 detection checkpoint> --cutoff 5 -> val -> predict
-    on coco128 object crops (scripts/make_task_data.py)."""
+    on coco128 object crops (tests/tools/make_task_data.py)."""
     data = COCO128 if (COCO128 / 'images' / 'train2017').is_dir() else EMBEDDED
-    cmd = [sys.executable, str(REPO / 'scripts' / 'smoke_tasks.py'), task, '--yolov5', str(yolov5_dir),
+    cmd = [sys.executable, str(REPO / 'tests' / 'tools' / 'smoke_tasks.py'), task, '--yolov5', str(yolov5_dir),
            '--data', str(data), '--out', str(tmp_path / task)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
     print(result.stdout[-2000:])

@@ -1,11 +1,10 @@
-"""scripts/make_task_data.py: the generated seg and classify sets are deterministic and what they say."""
+"""tests/tools/make_task_data.py: the generated seg and classify sets are deterministic and what they say."""
 import math
-from pathlib import Path
 
 from make_task_data import VERTICES, make_classify, make_seg, read_boxes
+from yolov5_mnv4.resources import embedded_dataset
 
-REPO = Path(__file__).resolve().parents[1]
-COCO8 = REPO / 'plugin' / 'yolov5_mnv4' / 'data' / 'coco8'
+COCO8 = embedded_dataset()
 
 
 def digest(folder):

@@ -15,10 +15,11 @@ import torch
 
 from helpers import perturb_, save_detector_checkpoint
 from yolov5_mnv4.integration import is_registered
+from yolov5_mnv4.resources import embedded_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 COCO128 = Path(os.environ.get('COCO128', REPO.parent / 'shared' / 'datasets' / 'coco128'))
-EMBEDDED = REPO / 'plugin' / 'yolov5_mnv4' / 'data' / 'coco8'
+EMBEDDED = embedded_dataset()
 IMG = 160
 pytestmark = pytest.mark.edge
 PARITY_CONFIGS = ['yolov5-mnv4-conv-s.yaml', 'yolov5-mnv4-hybrid-m.yaml', 'yolov5-mnv4-conv-s-relu.yaml']
@@ -45,7 +46,7 @@ def _real_images(n, size=IMG):
     import cv2
     folder = COCO128 / 'images' / 'val2017'
     if not folder.is_dir():
-        folder = REPO / 'plugin' / 'yolov5_mnv4' / 'data' / 'coco8' / 'images' / 'val2017'
+        folder = embedded_dataset() / 'images' / 'val2017'
     files = sorted(folder.glob('*.jpg'))[:n]
     return [cv2.resize(cv2.imread(str(f)), (size, size))[:, :, ::-1].astype(np.float32) / 255 for f in files]
 

@@ -1,5 +1,5 @@
 """The training options YOLOv5 users rely on, through the stock scripts on a hybrid config (whose
-attention sees every size --multi-scale, --rect and TTA make): scripts/train_options.py runs them."""
+attention sees every size --multi-scale, --rect and TTA make): tests/tools/train_options.py runs them."""
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +13,7 @@ OPTIONS = ['resume', 'multi-scale+cache-ram+AdamW+cos-lr+label-smoothing', 'rect
 
 @pytest.mark.smoke
 def test_training_options_on_hybrid_m(yolov5_dir, tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / 'scripts' / 'train_options.py'), '--yolov5', str(yolov5_dir),
+    result = subprocess.run([sys.executable, str(REPO / 'tests' / 'tools' / 'train_options.py'), '--yolov5', str(yolov5_dir),
                              '--cfg', 'yolov5-mnv4-hybrid-m.yaml', '--out', str(tmp_path / 'options')],
                             capture_output=True, text=True, timeout=1200)
     summary = result.stdout[result.stdout.find('train-options: yolov5-mnv4'):]

@@ -20,7 +20,21 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HOOK = '''# yolov5-mnv4 begin: register the MobileNetV4 backbones (`yolov5-mnv4-apply --revert` removes this block)
+from . import __version__, resources
+
+HOOK = '''# yolov5-mnv4 begin: register the MobileNetV4 backbones (yolov5-mnv4 {version}; `yolov5-mnv4-apply --revert` removes this block)
+try:
+    from yolov5_mnv4 import integration as _mnv4
+except ModuleNotFoundError as _mnv4_missing:
+    if _mnv4_missing.name != 'yolov5_mnv4':
+        raise
+    LOGGER.warning('yolov5-mnv4 is not installed here (pip install yolov5-mnv4): MobileNetV4 configs will not build')
+else:
+    _mnv4.register(sys.modules[__name__])
+# yolov5-mnv4 end
+'''.format(version=__version__)
+# Hook blocks that earlier versions wrote: applying replaces them, --revert removes them.
+EARLIER_HOOKS = ('''# yolov5-mnv4 begin: register the MobileNetV4 backbones (`yolov5-mnv4-apply --revert` removes this block)
 try:
     from yolov5_mnv4 import integration as _mnv4
 except ModuleNotFoundError as _mnv4_missing:
@@ -30,11 +44,9 @@ except ModuleNotFoundError as _mnv4_missing:
 else:
     _mnv4.register(sys.modules[__name__])
 # yolov5-mnv4 end
-'''
+''',)
 HOOK_BLOCK = HOOK + '\n\n'  # placed before the `if __name__ == '__main__':` line, after its two blank lines
 CONFIG_DIR = Path('models', 'mnv4')
-CONFIG_SOURCE = Path(__file__).resolve().parents[2] / 'models'
-SHIPPED_CONFIGS = Path(__file__).resolve().parent / 'shipped_configs.txt'
 # Text that a models/yolo.py we can hook must contain (v7.0 and master both do).
 REQUIRED = ('def parse_model(d, ch)', 'class BaseModel(', 'class DetectionModel(BaseModel)',
             'parse_model(deepcopy(self.yaml), ch=[ch])', 'LOGGER')
@@ -45,11 +57,11 @@ class ApplyError(RuntimeError):
 
 
 def plugin_configs():
-    configs = sorted(CONFIG_SOURCE.glob('*.yaml'))
-    if not configs:
-        raise ApplyError(f'no configs found in {CONFIG_SOURCE}: install yolov5-mnv4 from its repository '
-                         f'(pip install -e .) so that its models/ folder is next to the package')
-    return {CONFIG_DIR / p.name: p.read_bytes() for p in configs}
+    try:
+        configs = resources.configs()
+    except FileNotFoundError as err:
+        raise ApplyError(str(err)) from None
+    return {CONFIG_DIR / name: content for name, content in configs.items()}
 
 
 def config_digest(content):
@@ -58,7 +70,7 @@ def config_digest(content):
 
 def shipped_configs():
     """{(sha256, file name)} of every config version the plugin has shipped."""
-    lines = SHIPPED_CONFIGS.read_text().splitlines()
+    lines = resources.shipped_configs_text().splitlines()
     return {tuple(line.split()) for line in lines if line.strip() and not line.startswith('#')}
 
 
@@ -104,9 +116,17 @@ def check_tree(root):
     return text
 
 
+def _without_earlier_hook(text):
+    for earlier in EARLIER_HOOKS:
+        if earlier + '\n\n' in text:
+            return text.replace(earlier + '\n\n', '', 1)
+    return text
+
+
 def hooked(text):
     if HOOK_BLOCK in text:
         return text
+    text = _without_earlier_hook(text)
     if '# yolov5-mnv4 begin' in text:
         raise ApplyError('models/yolo.py has an edited yolov5-mnv4 hook block; revert it by hand first')
     lines = text.splitlines(keepends=True)
@@ -115,6 +135,7 @@ def hooked(text):
 
 
 def unhooked(text):
+    text = _without_earlier_hook(text)
     if HOOK_BLOCK not in text:
         if '# yolov5-mnv4 begin' in text:
             raise ApplyError('models/yolo.py has an edited yolov5-mnv4 hook block; remove it by hand')
@@ -207,12 +228,13 @@ def patch_for(root):
         return git('diff', '--cached', cwd=copy)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog='yolov5-mnv4-apply', description=__doc__.split('\n')[0])
+def main(argv=None, prog='yolov5-mnv4-apply'):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split('\n')[0])
     parser.add_argument('yolov5', type=Path, help='path to a YOLOv5 checkout (v7.0 or master)')
     parser.add_argument('--revert', action='store_true', help='remove the plugin, restoring the tree')
     parser.add_argument('--force', action='store_true',
                         help='also replace configs in models/mnv4 that you edited, after saving each as <name>.bak')
+    parser.add_argument('--version', action='version', version=f'yolov5-mnv4 {__version__}')
     args = parser.parse_args(argv)
     if args.force and args.revert:
         parser.error('--force applies only when applying: --revert never deletes a config you edited')

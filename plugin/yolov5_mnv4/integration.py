@@ -9,7 +9,8 @@ this plugin). It does five things and copies no YOLOv5 code:
    The row therefore takes five layer indices, the numbering the blog's YAML uses; every stage takes
    and returns one tensor, so `_forward_once`, `--freeze`, `--visualize` and profiling work unchanged.
    Misspelled MobileNetV4 rows and a backbone row that is not first are refused there, up front, and
-   the conv weights of a model with our stages are made channels-last (see `channels_last_weights`);
+   the 1x1 and depthwise conv weights of a model with our stages get channels-last strides, which
+   leave their memory as it is (see `weights_strided_like_activations`);
 2. makes `MobileNetV4Stage` resolvable by name in `parse_model` and gives it YOLOv5's channel
    bookkeeping, within each wrapped `parse_model` call only (see `_RidesConvBranch`);
 3. wraps `BaseModel.fuse` so that `model.fuse()` also folds the norms of our blocks (BatchNorm or
@@ -28,14 +29,13 @@ import contextlib
 import copy
 import difflib
 import functools
-import importlib.abc
-import importlib.machinery
 import logging
 import sys
 
 import torch
 import torch.nn as nn
 
+from .import_hook import register_on_import
 from .model import build_stage, fuse_blocks, to_channels_last
 from .pretrained import load_stage_weights
 from .specs import get_variant
@@ -111,6 +111,13 @@ class MobileNetV4Stage(nn.Sequential, metaclass=_RidesConvBranch):
         replaces the last kept layer from `layer.conv.in_channels` (or `.cv1.conv`)."""
         return next(m for m in self.modules() if isinstance(m, nn.Conv2d))
 
+    def __setstate__(self, state):
+        """Unpickling a stage (torch.load of a checkpoint) registers the plugin into the YOLOv5 that is
+        loading it, patched or not (a torch.hub clone, a tree yolov5-mnv4-apply never touched), so that
+        the `model.fuse()` its loaders call next folds our blocks too."""
+        super().__setstate__(state)
+        register_loaded_hosts()
+
     def train(self, mode=True):
         """A stage whose parameters are all frozen (train.py --freeze) stays in eval mode: its
         BatchNorm statistics keep the values its weights were trained with, as a frozen pretrained
@@ -121,15 +128,24 @@ class MobileNetV4Stage(nn.Sequential, metaclass=_RidesConvBranch):
         return self
 
 
-def channels_last_weights(layers):
+def weights_strided_like_activations(layers):
     """Our stages hand channels-last activations to every later layer (`to_channels_last`), so conv
-    weight gradients come out channels-last; with the weights in the default layout DDP then warns
-    "Grad strides do not match bucket view strides" (its buckets follow the parameters' strides) and
-    copies every such gradient. Giving the weights (all 4-D parameters, the head's too) the layout of
-    their activations removes that; values are unchanged, and `.to(device)`, `.half()`, deepcopy,
-    pickling and `load_state_dict` all keep the layout. `fuse` (inference) makes them contiguous
-    again, as YOLOv5's fuse_conv_and_bn needs."""
-    return layers.to(memory_format=torch.channels_last)
+    weight gradients come out with channels-last strides. For a 1x1 or a depthwise kernel those
+    strides describe the same memory order as the default ones (they differ only on dimensions of
+    size 1), so autograd keeps them, and DDP, which compares strides literally, then warns "Grad
+    strides do not match bucket view strides" and copies the gradient. Such weights get the
+    channels-last strides here: their memory, and so everything YOLOv5 does with them (its
+    fuse_conv_and_bn `.view()`s them), is unchanged. Every other weight keeps the default layout,
+    so a checkpoint holds only weights that any YOLOv5 tree can fuse, patched or not; their
+    channels-last gradients do not match their layout and autograd lays them out like the weight
+    before DDP sees them. Returns `layers`."""
+    with torch.no_grad():
+        for p in layers.parameters():
+            if p.ndim == 4:
+                strided = torch.empty_like(p.data, memory_format=torch.channels_last).copy_(p.data)
+                if strided.is_contiguous():  # the same memory order as the default layout
+                    p.data = strided
+    return layers
 
 
 def _conv_branch_arg(c_out, width_multiple, divisor):
@@ -245,12 +261,25 @@ def _load_pretrained_backbones(model, log):
         model.yaml = without_pretrained(model.yaml)
 
 
+HOST_MODULES = ('models.yolo', 'yolov5.models.yolo')  # a checkout (or the PyPI-built tree), the PyPI package
+HOST_NAMES = ('parse_model', 'BaseModel', 'DetectionModel', 'Conv', 'initialize_weights')
+
+
+def register_loaded_hosts():
+    """Register into every YOLOv5 `models.yolo` already imported (and done importing) in this process.
+    A module of that name that is not YOLOv5's (it lacks YOLOv5's names) is left alone."""
+    for name in HOST_MODULES:
+        module = sys.modules.get(name)
+        if (module is not None and not getattr(getattr(module, '__spec__', None), '_initializing', False)
+                and all(hasattr(module, n) for n in HOST_NAMES)):
+            register(module)
+
+
 def register(yolo):
     """Register the MobileNetV4 layers into a `models.yolo` module (repo or PyPI layout); idempotent."""
     if is_registered(yolo):
         return
-    missing = [name for name in ('parse_model', 'BaseModel', 'DetectionModel', 'Conv', 'initialize_weights')
-               if not hasattr(yolo, name)]
+    missing = [name for name in HOST_NAMES if not hasattr(yolo, name)]
     if missing:
         raise RuntimeError(f'unsupported YOLOv5 version: {yolo.__name__} has no {", ".join(missing)} '
                            f'(yolov5-mnv4 supports v7.0 and later)')
@@ -263,7 +292,7 @@ def register(yolo):
         with _riding_conv(yolo.Conv):
             layers, save = original_parse(expanded, ch)
         if any(isinstance(m, MobileNetV4Stage) for m in layers):
-            channels_last_weights(layers)
+            weights_strided_like_activations(layers)
         return layers, save
 
     @functools.wraps(original_fuse)
@@ -326,45 +355,3 @@ def register_tf(tf_module):
     tf_module.activations = activations
     tf_module.MobileNetV4Stage = MobileNetV4Stage
     tf_module.TFMobileNetV4Stage = tf_layers.TFMobileNetV4Stage
-
-
-class _RegisterOnImport(importlib.abc.MetaPathFinder):
-    """Calls `register(module)` right after the module named `target` is imported."""
-
-    def __init__(self, target, register):
-        self.target, self.register = target, register
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != self.target:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is not None and spec.loader is not None:
-            exec_module, register = spec.loader.exec_module, self.register
-
-            def exec_and_register(module):
-                exec_module(module)
-                register(module)
-
-            spec.loader.exec_module = exec_and_register
-        return spec
-
-
-def register_on_import(name, register):
-    """Register into module `name` now if it is imported, else as soon as it is.
-
-    A module still being imported (models/tf.py imports models/yolo.py from its top, before it
-    defines its parse_model) cannot be hooked here: it is left alone, and export.py, which imports
-    models/yolo.py first, is unaffected.
-    """
-    module = sys.modules.get(name)
-    if module is not None:
-        if getattr(getattr(module, '__spec__', None), '_initializing', False):
-            return
-        register(module)
-    elif not any(isinstance(f, _RegisterOnImport) and f.target == name for f in sys.meta_path):
-        sys.meta_path.insert(0, _RegisterOnImport(name, register))
-
-
-def watch_pip_yolov5():
-    """Register into the PyPI `yolov5` package's `yolov5.models.yolo` now, or as soon as it is imported."""
-    register_on_import('yolov5.models.yolo', register)

@@ -1,16 +1,19 @@
 """Environment that switches off every YOLOv5 network touchpoint (reference/YOLOV5.md §2).
 
-    eval "$(python -m yolov5_mnv4.offline)"     # then run train.py / val.py / detect.py / export.py
+    eval "$(yolov5-mnv4 offline)"     # then run train.py / val.py / detect.py / export.py
 
 Covers: pip auto-install (v7.0 and ultralytics' checker), the Arial.ttf download (a local font is
 put in YOLOV5_CONFIG_DIR), ultralytics' online probe and settings file, wandb, matplotlib's cache,
 and torch>=2.6's weights_only load that v7.0's checkpoint loading trips over. Default weights and
 dataset zips are avoided by the command lines themselves (--weights '' and local data YAMLs).
 """
+import argparse
 import os
 import shutil
 import sys
 from pathlib import Path
+
+from . import __version__
 
 DEFAULT_STATE = Path(os.environ.get('YOLOV5_MNV4_STATE', Path.home() / '.cache' / 'yolov5-mnv4'))
 
@@ -38,7 +41,11 @@ def offline_env(state_dir=DEFAULT_STATE, base=None):
     return env
 
 
-def main():
+def main(argv=None, prog='yolov5-mnv4 offline'):
+    parser = argparse.ArgumentParser(prog=prog, description='Print shell exports that switch off YOLOv5\'s network '
+                                     'touchpoints: eval "$(yolov5-mnv4 offline)"')
+    parser.add_argument('--version', action='version', version=f'yolov5-mnv4 {__version__}')
+    parser.parse_args(argv)
     env = offline_env()
     for key in ('YOLOv5_AUTOINSTALL', 'YOLO_AUTOINSTALL', 'YOLO_OFFLINE', 'YOLOV5_CONFIG_DIR', 'YOLO_CONFIG_DIR',
                 'MPLCONFIGDIR', 'WANDB_MODE', 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', 'GIT_TERMINAL_PROMPT'):

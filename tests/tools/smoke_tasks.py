@@ -6,18 +6,19 @@ seg:      segment/train.py -> segment/val.py -> segment/predict.py -> export.py 
 classify: classify/train.py --model <an MNv4 detection checkpoint> --cutoff 5 -> classify/val.py
           -> classify/predict.py, on an ImageFolder of object crops
 
-    python scripts/smoke_tasks.py seg --yolov5 .cache/yolov5-v7.0 --data ../shared/datasets/coco128
-    python scripts/smoke_tasks.py classify --yolov5 .cache/yolov5-v7.0 --data ../shared/datasets/coco128
+    python tests/tools/smoke_tasks.py seg --yolov5 .cache/yolov5-v7.0 --data ../shared/datasets/coco128
+    python tests/tools/smoke_tasks.py classify --yolov5 .cache/yolov5-v7.0 --data ../shared/datasets/coco128
 """
 import argparse
 import os
 import sys
 from pathlib import Path
 
-
 from make_task_data import make_classify, make_seg
-from smoke import COMPARE_ONNX, EMBEDDED, Runner, check, coco_names, work_folder, write_data_yaml
+from smoke import COMPARE_ONNX
+from yolov5_mnv4.demo import Runner, check, coco_names, work_folder, write_data_yaml
 from yolov5_mnv4.offline import offline_env
+from yolov5_mnv4.resources import embedded_dataset
 
 SAVE_DETECTION_CHECKPOINT = '''
 import sys, torch
@@ -40,7 +41,7 @@ print(f'classify-model: {stages} MNv4 stages + {type(head).__name__}(in={head.co
 
 def seg(args, step, work, yolov5):
     data = work / 'seg-data'
-    make_seg(args.data.resolve(), data)
+    make_seg((args.data or embedded_dataset()).resolve(), data)
     write_data_yaml(data, coco_names(yolov5), work / 'seg.yaml')
     common = ['--img', args.img, '--device', 'cpu']
     step('seg-train', 'segment/train.py', '--cfg', args.cfg or 'yolov5-mnv4-conv-s-seg.yaml', '--weights', '',
@@ -62,7 +63,7 @@ def seg(args, step, work, yolov5):
 
 def classify(args, step, work, yolov5):
     data = work / 'cls-data'
-    made = make_classify(args.data.resolve(), data, 3, 30, coco_names(yolov5))
+    made = make_classify((args.data or embedded_dataset()).resolve(), data, 3, 30, coco_names(yolov5))
     print(f'classify data: {made}')
     detection = work / 'detection.pt'
     step('cls-detection-checkpoint', '-c', SAVE_DETECTION_CHECKPOINT, args.cfg or 'models/mnv4/yolov5-mnv4-conv-s.yaml',
@@ -91,7 +92,7 @@ def main(argv=None):
     parser.add_argument('task', choices=['seg', 'classify'])
     parser.add_argument('--yolov5', type=Path, required=True, help='YOLOv5 checkout with the plugin applied')
     parser.add_argument('--cfg', help='config (seg: a -seg config name; classify: a detection config path)')
-    parser.add_argument('--data', type=Path, default=EMBEDDED, help='YOLO-format detection dataset to derive from')
+    parser.add_argument('--data', type=Path, default=None, help='YOLO-format detection dataset to derive from (default: the embedded one)')
     parser.add_argument('--img', type=int, default=None, help='image size (seg 160, classify 64)')
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--out', type=Path, help='work folder (default: a new folder in $TMPDIR)')

@@ -6,8 +6,13 @@ ever shipped: `yolov5-mnv4-apply` overwrites (upgrade) or deletes (--revert) a c
 tree only when its bytes are one of them, so a file a user edited is never lost.
 """
 import sys
+from pathlib import Path
 
-from yolov5_mnv4.apply import CONFIG_SOURCE, SHIPPED_CONFIGS, config_digest, shipped_configs
+from yolov5_mnv4.apply import config_digest, shipped_configs
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG_SOURCE = REPO / 'models'  # where the configs are edited
+SHIPPED_CONFIGS = REPO / 'plugin' / 'yolov5_mnv4' / 'shipped_configs.txt'
 
 
 def main():

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from . import __version__, resources
 from .integration import STAGES_PER_ROW, YOLOV5_BN_EPS, backbone_row, with_pretrained
 from .pretrained import rescale_bn_for_eps
 
@@ -30,8 +31,8 @@ def build_pretrained_model(yolo, cfg, source):
 CLASSIFY_CUTOFF = 6  # layers 0-4 (the whole backbone) kept; Classify replaces layer 5, the SPPF
 
 
-def write_weights_file(yolo, cfg_path, source, out, classify=False):
-    """Save a YOLOv5 checkpoint of `cfg_path`'s model with the timm backbone; returns its tensor count.
+def write_weights_file(yolo, cfg, source, out, classify=False):
+    """Save a YOLOv5 checkpoint of the model of `cfg` (a config dict or a path) with the timm backbone; returns its tensor count.
 
     With `classify`, the checkpoint holds a ClassificationModel instead, for the stock
     `classify/train.py --model <out>`: the five stages and YOLOv5's Classify head (conv 1280, pool,
@@ -41,7 +42,7 @@ def write_weights_file(yolo, cfg_path, source, out, classify=False):
     tensors by name. The backbone BN scales are therefore rescaled to eps 1e-3 here, so that the
     rebuilt model computes exactly timm's features in eval mode.
     """
-    cfg = yaml.safe_load(open(cfg_path))
+    cfg = cfg if isinstance(cfg, dict) else yaml.safe_load(Path(cfg).read_text())
     model = build_pretrained_model(yolo, cfg, source)
     first = backbone_row(cfg)
     backbone = model.model[first:first + STAGES_PER_ROW]
@@ -56,9 +57,6 @@ def write_weights_file(yolo, cfg_path, source, out, classify=False):
     return len(backbone.state_dict())
 
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / 'models'  # the configs, when run from this repository
-
-
 def find_yolov5_tree(option):
     """The YOLOv5 tree named by --yolov5, else the current folder; SystemExit naming the option."""
     tree = Path(option).expanduser() if option else Path.cwd()
@@ -70,22 +68,28 @@ def find_yolov5_tree(option):
 
 
 def find_config(name, tree):
-    for candidate in (Path(name).expanduser(), tree / 'models' / 'mnv4' / name, tree / 'models' / name,
-                      REPO_CONFIGS / name):
+    """The config as a dict: a path, a config in the tree (models/mnv4, where apply puts them, or
+    models/), else one the plugin ships."""
+    for candidate in (Path(name).expanduser(), tree / 'models' / 'mnv4' / name, tree / 'models' / name):
         if candidate.is_file():
-            return candidate
+            return yaml.safe_load(candidate.read_text())
+    shipped = resources.configs()
+    if name in shipped:
+        return yaml.safe_load(shipped[name])
     raise SystemExit(f'yolov5-mnv4-convert: config {name} not found (as a path, in {tree / "models" / "mnv4"} '
-                     f'where yolov5-mnv4-apply installs the configs, or in {REPO_CONFIGS})')
+                     f'where yolov5-mnv4-apply installs the configs, or among the shipped ones: '
+                     f'{", ".join(shipped)})')
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog='yolov5-mnv4-convert', description=__doc__.split('\n')[0])
+def main(argv=None, prog='yolov5-mnv4-convert'):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split('\n')[0])
     parser.add_argument('--cfg', required=True, help='an MNv4 config name or path')
     parser.add_argument('--timm', required=True, help='timm checkpoint file or timm model name')
     parser.add_argument('--out', type=Path, required=True, help='the YOLOv5 weights file to write (.pt)')
     parser.add_argument('--yolov5', help='the YOLOv5 tree (default: the current folder)')
     parser.add_argument('--classify', action='store_true',
                         help='write a classification model (backbone + Classify) for classify/train.py --model')
+    parser.add_argument('--version', action='version', version=f'yolov5-mnv4 {__version__}')
     args = parser.parse_args(argv)
     tree = find_yolov5_tree(args.yolov5)
     cfg = find_config(args.cfg, tree)
@@ -99,3 +103,7 @@ def main(argv=None):
     count = write_weights_file(models.yolo, cfg, args.timm, args.out, classify=args.classify)
     print(f'yolov5-mnv4-convert: wrote {args.out} ({count} backbone tensors from {args.timm})')
     return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -8,7 +8,7 @@ to three levels per tensor and trains one epoch with everything but Detect froze
 frozen layers, BatchNorm statistics included, keep their values): the file is then low-entropy and
 compresses well (xz). Data: the embedded coco8 with its labels folded onto 3 classes (class % 3).
 
-    python scripts/make_golden.py --yolov5 .cache/yolov5-v7.0
+    python tests/tools/make_golden.py --yolov5 .cache/yolov5-v7.0
 """
 import argparse
 import lzma
@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-from smoke import write_data_yaml
+from yolov5_mnv4.demo import write_data_yaml
 from yolov5_mnv4.offline import offline_env
+from yolov5_mnv4.resources import embedded_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / 'tests' / 'data' / 'golden'
 CONFIGS = {'conv-s': 'yolov5-mnv4-conv-s.yaml', 'hybrid-m': 'yolov5-mnv4-hybrid-m.yaml'}
 NAMES = ['person', 'vehicle', 'thing']
@@ -37,7 +38,7 @@ def golden_input():
 
 
 def three_class_data(work):
-    source = REPO / 'plugin' / 'yolov5_mnv4' / 'data' / 'coco8'
+    source = embedded_dataset()
     data = work / 'coco8-3'
     shutil.copytree(source, data, ignore=shutil.ignore_patterns('*.cache', 'README.md'))
     for label in (data / 'labels').rglob('*.txt'):

@@ -5,8 +5,8 @@
 val.py --task speed and --augment (TTA), detect.py on a video and on a folder of mixed sizes.
 One short epoch each at a small size; prints one line per option (ok / FAILED, seconds).
 
-    python scripts/train_options.py --yolov5 .cache/yolov5-v7.0 --cfg yolov5-mnv4-hybrid-m.yaml
-    python scripts/train_options.py --yolov5 .cache/yolov5-v7.0 --cfg yolov5n.yaml     # the stock control
+    python tests/tools/train_options.py --yolov5 .cache/yolov5-v7.0 --cfg yolov5-mnv4-hybrid-m.yaml
+    python tests/tools/train_options.py --yolov5 .cache/yolov5-v7.0 --cfg yolov5n.yaml     # the stock control
 """
 import argparse
 import csv
@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from smoke import EMBEDDED, Runner, check, prepare_data, work_folder
+from yolov5_mnv4.demo import Runner, check, prepare_data, work_folder
 from yolov5_mnv4.offline import offline_env
+from yolov5_mnv4.resources import embedded_dataset
 
 # train.py with a callback that stops the run once epoch 0's last.pt is saved, as a Ctrl-C would.
 INTERRUPTED = '''
@@ -82,7 +83,7 @@ def run(args):
     yolov5 = args.yolov5.resolve()
     work = work_folder(args.out, 'options')
     work.mkdir(parents=True, exist_ok=True)
-    data_yaml, _ = prepare_data(args.data.resolve(), yolov5, work)
+    data_yaml, _ = prepare_data((args.data or embedded_dataset()).resolve(), yolov5, work)
     images = sorted((work / 'dataset' / 'images' / 'val2017').glob('*.jpg'))
     step = Runner(yolov5, work, offline_env(work / 'state'))
     train = ['--cfg', args.cfg, '--weights', '', '--data', data_yaml, '--img', args.img, '--batch-size', 4,
@@ -155,7 +156,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--yolov5', type=Path, required=True, help='YOLOv5 checkout with the plugin applied')
     parser.add_argument('--cfg', default='yolov5-mnv4-hybrid-m.yaml', help='config name or path')
-    parser.add_argument('--data', type=Path, default=EMBEDDED, help='YOLO-format dataset folder')
+    parser.add_argument('--data', type=Path, default=None, help='YOLO-format dataset folder (default: the embedded one)')
     parser.add_argument('--img', type=int, default=64)
     parser.add_argument('--out', type=Path, help='work folder (default: a new folder in $TMPDIR)')
     return run(parser.parse_args(argv))

@@ -2,14 +2,14 @@
 """Regenerate patches/ from what `yolov5-mnv4-apply` does to real YOLOv5 trees (run after changing the
 hook or the configs; tests/test_apply.py checks that the patches still equal the script).
 
-    python scripts/make_patches.py v7.0=/path/to/yolov5-v7.0 master=/path/to/yolov5-master
+    python tests/tools/make_patches.py v7.0=/path/to/yolov5-v7.0 master=/path/to/yolov5-master
 """
 import sys
 from pathlib import Path
 
 from yolov5_mnv4.apply import patch_for
 
-PATCHES = Path(__file__).resolve().parents[1] / 'patches'
+PATCHES = Path(__file__).resolve().parents[2] / 'patches'
 
 
 def main(argv):

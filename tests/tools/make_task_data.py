@@ -2,8 +2,8 @@
 """Small datasets for YOLOv5's other tasks, made deterministically from a YOLO detection set
 (coco128, or the embedded coco8), for the seg and classify smokes and tests:
 
-    python scripts/make_task_data.py seg --source ../shared/datasets/coco128 --out /tmp/coco128-seg
-    python scripts/make_task_data.py classify --source ../shared/datasets/coco128 --out /tmp/coco128-cls
+    python tests/tools/make_task_data.py seg --source ../shared/datasets/coco128 --out /tmp/coco128-seg
+    python tests/tools/make_task_data.py classify --source ../shared/datasets/coco128 --out /tmp/coco128-cls
 
 seg: the same images; each box becomes an instance polygon, the ellipse inscribed in the box
 (24 vertices), so every mask is exact and lies inside its real object's box (YOLOv5's segment

@@ -1,0 +1,63 @@
+"""The files the plugin reads at run time, found inside the installed package (a checkout, a wheel,
+an sdist build or a zip), never through paths relative to the repository:
+
+    configs/               the YOLOv5 configs; in a checkout a link to the repository's models/,
+                           where they are edited; builds copy the files in
+    shipped_configs.txt    sha256 of every config version the plugin has shipped (apply.py)
+    data/coco8/            the embedded dataset (8 train + 4 val COCO images), for the demo
+"""
+import functools
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+PACKAGE = __package__ or 'yolov5_mnv4'
+
+
+def _files():
+    return resources.files(PACKAGE)
+
+
+def configs():
+    """{file name: bytes} of every config the plugin ships."""
+    folder = _files() / 'configs'
+    found = {f.name: f.read_bytes() for f in folder.iterdir() if f.name.endswith('.yaml')} if folder.is_dir() else {}
+    if not found:
+        raise FileNotFoundError(f'no configs in {folder}: this installation of yolov5-mnv4 is incomplete '
+                                f'(reinstall it: pip install yolov5-mnv4, or pip install -e <repository>)')
+    return dict(sorted(found.items()))
+
+
+def config_text(name):
+    """The text of the shipped config `name` (e.g. 'yolov5-mnv4-conv-s.yaml'); KeyError if none."""
+    return configs()[name].decode()
+
+
+def shipped_configs_text():
+    return (_files() / 'shipped_configs.txt').read_text()
+
+
+def _as_folder(traversable, name):
+    """A real folder with the contents of a package folder: itself where the package is on disk,
+    else a copy extracted once per process (a zipped install)."""
+    if isinstance(traversable, Path):
+        return traversable
+    target = Path(tempfile.mkdtemp(prefix='yolov5-mnv4-')) / name
+
+    def copy(src, dst):
+        dst.mkdir(parents=True, exist_ok=True)
+        for item in src.iterdir():
+            if item.is_dir():
+                copy(item, dst / item.name)
+            else:
+                (dst / item.name).write_bytes(item.read_bytes())
+
+    copy(traversable, target)
+    return target
+
+
+@functools.lru_cache(maxsize=None)
+def embedded_dataset():
+    """The embedded YOLO-format dataset (images/ and labels/ with train2017 and val2017), as a folder."""
+    return _as_folder(_files() / 'data' / 'coco8', 'coco8')
+

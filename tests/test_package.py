@@ -1,0 +1,185 @@
+"""The plugin as users install it: a wheel and an sdist built from this checkout carry every file the
+plugin reads at run time, and the installed wheel, with the checkout off the path, applies to a
+pristine YOLOv5 tree, builds every shipped config, runs the demo (one training epoch, val, detect,
+export), converts timm weights, registers into the PyPI `yolov5` package, and reverts the tree byte
+for byte.
+
+The wheel goes into a target folder put first on PYTHONPATH; every subprocess prints where it
+imported `yolov5_mnv4` from, and the tests check that this is the target, not the checkout.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from test_apply import tree_digest
+from yolov5_mnv4.apply import apply
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE_IGNORE = shutil.ignore_patterns('.git', '.venv', '.cache', 'runs', 'build', 'dist', '*.egg-info',
+                                       '__pycache__', '.pytest_cache')
+
+
+def data_files(names):
+    """The run-time data a distribution must carry, as paths inside the package."""
+    configs = sorted(p.name for p in (REPO / 'models').glob('*.yaml'))
+    data = sorted(str(p.relative_to(REPO / 'plugin')) for p in (REPO / 'plugin' / 'yolov5_mnv4' / 'data').rglob('*')
+                  if p.is_file())
+    expected = {f'yolov5_mnv4/configs/{c}' for c in configs} | set(data) | {'yolov5_mnv4/shipped_configs.txt'}
+    return expected - set(names), len(configs)
+
+
+@pytest.fixture(scope='module')
+def dist(tmp_path_factory):
+    """`python -m build` of a copy of the checkout: the sdist, then the wheel built from that sdist."""
+    work = tmp_path_factory.mktemp('dist')
+    source = work / 'source'
+    shutil.copytree(REPO, source, symlinks=True, ignore=SOURCE_IGNORE)
+    proc = subprocess.run([sys.executable, '-m', 'build', '--outdir', str(work / 'out'), str(source)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    wheel, = (work / 'out').glob('*.whl')
+    sdist, = (work / 'out').glob('*.tar.gz')
+    return wheel, sdist
+
+
+def test_wheel_and_sdist_carry_configs_hashes_and_data(dist):
+    wheel, sdist = dist
+    names = zipfile.ZipFile(wheel).namelist()
+    missing, n_configs = data_files(names)
+    assert not missing, f'the wheel lacks {sorted(missing)}'
+    assert n_configs == 15
+    with tarfile.open(sdist) as tar:
+        members = tar.getmembers()
+    root = members[0].name.split('/')[0]
+    inside = [m.name[len(f'{root}/plugin/'):] for m in members if m.name.startswith(f'{root}/plugin/') and m.isfile()]
+    missing, _ = data_files(inside)
+    assert not missing, f'the sdist lacks {sorted(missing)} (or holds them as links)'
+    print(f'wheel: {len(names)} files; sdist: {len(members)} members')
+
+
+@pytest.fixture(scope='module')
+def installed(dist, tmp_path_factory):
+    """The wheel installed into a target folder, and an environment that puts it first on the path."""
+    wheel, _ = dist
+    target = tmp_path_factory.mktemp('site')
+    proc = subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '--no-index', '--target', str(target),
+                           str(wheel)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    env = {**os.environ, 'PYTHONPATH': str(target)}
+    return target, env
+
+
+def run_installed(installed, code, *args, cwd):
+    """Run `code` with the installed wheel; it must import yolov5_mnv4 from the target folder."""
+    target, env = installed
+    probe = 'import yolov5_mnv4, sys; print("imported-from", yolov5_mnv4.__file__, flush=True)\n'
+    proc = subprocess.run([sys.executable, '-c', probe + code, *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=1200)
+    where = next((line.split(' ', 1)[1] for line in proc.stdout.splitlines() if line.startswith('imported-from')), '')
+    assert where.startswith(str(target)), f'yolov5_mnv4 came from {where!r}, not the wheel in {target}'
+    return proc
+
+
+@pytest.fixture(scope='module')
+def pristine_tree(yolov5_dir, tmp_path_factory):
+    tree = tmp_path_factory.mktemp('tree') / 'yolov5'
+    shutil.copytree(yolov5_dir, tree, ignore=shutil.ignore_patterns('.git', '__pycache__', 'runs'))
+    apply(tree, revert=True)
+    return tree
+
+
+def digest(tree):
+    return {k: v for k, v in tree_digest(tree).items() if '__pycache__' not in k}
+
+
+def test_installed_wheel_applies_builds_every_config_trains_and_reverts(installed, pristine_tree, offline, tmp_path):
+    before = digest(pristine_tree)
+    cli = 'from yolov5_mnv4.__main__ import main; sys.exit(main(sys.argv[1:]))'
+    applied = run_installed(installed, cli, 'apply', pristine_tree, cwd=tmp_path)
+    assert applied.returncode == 0 and 'applied' in applied.stdout, applied.stderr
+    configs = sorted((pristine_tree / 'models' / 'mnv4').glob('*.yaml'))
+    assert len(configs) == 15
+    build_all = '''
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+import models.yolo as yolo
+from yolov5_mnv4.integration import is_registered
+assert is_registered(yolo)
+for cfg in sys.argv[2:]:
+    default_act = yolo.Conv.default_act
+    model = (yolo.SegmentationModel if '-seg' in cfg else yolo.DetectionModel)(cfg)
+    yolo.Conv.default_act = default_act
+    print('built', cfg.rsplit('/', 1)[-1], sum(p.numel() for p in model.parameters()))
+'''
+    built = run_installed(installed, build_all, pristine_tree, *configs, cwd=tmp_path)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert sum(line.startswith('built ') for line in built.stdout.splitlines()) == 15, built.stdout
+    demo = run_installed(installed, cli, 'demo', '--yolov5', pristine_tree, '--epochs', 1, '--img', 96,
+                         '--out', tmp_path / 'demo', cwd=tmp_path)
+    assert demo.returncode == 0, demo.stdout[-4000:] + demo.stderr[-2000:]
+    assert (tmp_path / 'demo' / 'train' / 'weights' / 'best.onnx').is_file()
+    print(demo.stdout.strip().splitlines()[-1])
+    reverted = run_installed(installed, cli, 'apply', pristine_tree, '--revert', cwd=tmp_path)
+    assert reverted.returncode == 0 and 'reverted' in reverted.stdout, reverted.stderr
+    assert digest(pristine_tree) == before
+
+
+def test_installed_wheel_converts_timm_weights(installed, pristine_tree, offline, tmp_path):
+    pytest.importorskip('timm', reason='timm is in the test extra (pip install -e .[test])')
+    convert = '''
+import timm, torch
+from safetensors.torch import save_file
+model = timm.create_model('mobilenetv4_conv_small', pretrained=False)
+save_file({k: v.contiguous() for k, v in model.state_dict().items()}, sys.argv[2])
+from yolov5_mnv4.convert import main
+sys.exit(main(['--yolov5', sys.argv[1], '--cfg', 'yolov5-mnv4-conv-s.yaml', '--timm', sys.argv[2], '--out', sys.argv[3]]))
+'''
+    proc = run_installed(installed, convert, pristine_tree, tmp_path / 'timm.safetensors', tmp_path / 'mnv4s.pt',
+                         cwd=tmp_path)
+    assert proc.returncode == 0 and 'backbone tensors' in proc.stdout, proc.stderr[-3000:]
+    assert not (pristine_tree / 'models' / 'mnv4').exists()  # a config the plugin ships, read from the wheel
+
+
+def test_installed_wheel_registers_into_the_pypi_yolov5_package(installed, offline, tmp_path):
+    code = '''
+from pathlib import Path
+from yolov5_mnv4.resources import configs
+from yolov5.models.yolo import DetectionModel
+Path('cfg.yaml').write_bytes(configs()['yolov5-mnv4-hybrid-m.yaml'])
+model = DetectionModel('cfg.yaml')
+print('stages', sum(type(m).__name__ == 'MobileNetV4Stage' for m in model.model))
+'''
+    target, env = installed
+    proc = run_installed((target, {**env, **offline}), code, cwd=tmp_path)
+    assert proc.returncode == 0 and 'stages 5' in proc.stdout, proc.stderr[-3000:]
+
+
+def test_command_line_explains_itself(installed, tmp_path):
+    code = '''
+import time
+start = time.perf_counter()
+from yolov5_mnv4.apply import main
+try:
+    main(['--help'])
+except SystemExit:
+    pass
+print('torch imported:', 'torch' in sys.modules, 'seconds: %.3f' % (time.perf_counter() - start))
+'''
+    proc = run_installed(installed, code, cwd=tmp_path)
+    assert proc.returncode == 0 and 'torch imported: False' in proc.stdout, proc.stdout + proc.stderr
+    cli = 'from yolov5_mnv4.__main__ import main; sys.exit(main(sys.argv[1:]))'
+    helped = run_installed(installed, cli, '--help', cwd=tmp_path)
+    for command in ('apply', 'convert', 'demo', 'offline', 'check'):
+        assert f'\n  {command} ' in helped.stdout, helped.stdout
+    from yolov5_mnv4 import __version__
+    for command in ('apply', 'convert', 'demo', 'offline', 'check'):
+        version = run_installed(installed, cli, command, '--version', cwd=tmp_path)
+        assert version.returncode == 0 and version.stdout.strip().endswith(f'yolov5-mnv4 {__version__}'), version
+    bad = run_installed(installed, cli, 'aply', cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown command 'aply'" in bad.stderr

@@ -1,0 +1,172 @@
+"""Checkpoints run on a YOLOv5 tree that was never patched, with the plugin merely importable: the
+torch.hub 'custom' route (a fresh clone is unpatched), detect.py, val.py, export.py and
+DetectMultiBackend, with the MNv4 stages fused and the same results as on the patched tree. Old
+checkpoints (channels-last weights, the golden files) included.
+"""
+import json
+import lzma
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from smoke import COMPARE_ONNX
+from test_golden import GOLDEN, close, stored_output
+from yolov5_mnv4.apply import apply
+from yolov5_mnv4.demo import prepare_data
+from yolov5_mnv4.resources import embedded_dataset
+
+IMG = 160
+TRAINED = GOLDEN.parent / 'mnv4-conv-s-relu-coco128-160.pt'  # 150 epochs on coco128: real detections
+
+
+@pytest.fixture(scope='module')
+def unpatched(yolov5_dir, tmp_path_factory):
+    """A copy of the YOLOv5 tree with the plugin reverted: as pristine as a fresh clone."""
+    tree = tmp_path_factory.mktemp('unpatched') / 'yolov5'
+    shutil.copytree(yolov5_dir, tree, ignore=shutil.ignore_patterns('.git', '__pycache__', 'runs'))
+    apply(tree, revert=True)
+    assert '# yolov5-mnv4' not in (tree / 'models' / 'yolo.py').read_text()
+    return tree
+
+
+def run(cwd, env, *args, timeout=900):
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope='module')
+def data(yolov5_dir, tmp_path_factory):
+    return prepare_data(embedded_dataset(), yolov5_dir, tmp_path_factory.mktemp('data'))
+
+
+@pytest.fixture(scope='module')
+def trained(yolov5_dir, offline, data, tmp_path_factory):
+    """best.pt of one epoch of the stock train.py on the patched tree."""
+    work = tmp_path_factory.mktemp('train')
+    run(yolov5_dir, offline, 'train.py', '--cfg', 'yolov5-mnv4-conv-s.yaml', '--weights', '', '--data', data[0],
+        '--epochs', 1, '--img', IMG, '--batch-size', 8, '--workers', 0, '--noplots', '--device', 'cpu',
+        '--project', work, '--name', 'train')
+    return work / 'train' / 'weights' / 'best.pt'
+
+
+def test_checkpoints_hold_weights_any_yolov5_can_fuse(yolo, trained):
+    """YOLOv5's fuse_conv_and_bn `.view()`s conv weights: their memory must be in the default order.
+    1x1 and depthwise kernels may carry channels-last strides, which describe that same memory."""
+    model = torch.load(trained, map_location='cpu', weights_only=False)['model']
+    weights = [(name, p) for name, p in model.named_parameters() if p.ndim == 4]
+    assert weights and all(p.is_contiguous() for _, p in weights), [n for n, p in weights if not p.is_contiguous()]
+    full_kernels = [p for _, p in weights if p.shape[1] > 1 and p.shape[2:] != (1, 1)]
+    assert full_kernels and all(not p.is_contiguous(memory_format=torch.channels_last) for p in full_kernels)
+    # The strides DDP compares with the gradients' (tests/test_training_paths.py: no stride warnings).
+    pointwise = [p for _, p in weights if p.shape[2:] == (1, 1) and p.shape[1] > 1]
+    assert pointwise and all(p.stride() == torch.empty_like(p, memory_format=torch.channels_last).stride()
+                             for p in pointwise)
+
+
+HUB = '''
+import json, sys, torch
+tree, weights, images = sys.argv[1], sys.argv[2], sys.argv[3:]
+model = torch.hub.load(tree, 'custom', path=weights, source='local', verbose=False)
+detector = model.model.model if type(model).__name__ == 'AutoShape' else model
+norms = sum(isinstance(m, torch.nn.BatchNorm2d) for layer in detector.model[:5] for m in layer.modules())
+model.conf = 0.01
+found = [d.tolist() for d in model(images, size=160).xyxy] if type(model).__name__ == 'AutoShape' else None
+print('HUB', json.dumps({'type': type(model).__name__, 'norms': norms, 'detections': found}))
+'''
+
+
+def hub(tree, env, weights, images, cwd):
+    out = run(cwd, env, '-c', HUB, tree, weights, *images)
+    return json.loads(next(line[4:] for line in out.splitlines() if line.startswith('HUB ')))
+
+
+def same_detections(a, b):
+    """Per image, the same boxes, scores and classes (to 1e-3 relative)."""
+    assert [len(x) for x in a] == [len(x) for x in b], (a, b)
+    return all(abs(x - y) <= 1e-3 * max(1.0, abs(y))
+               for image_a, image_b in zip(a, b) for row_a, row_b in zip(image_a, image_b) for x, y in zip(row_a, row_b))
+
+
+@pytest.mark.parametrize('which', ['trained-150-epochs', 'one-epoch'])
+def test_torch_hub_returns_autoshape_with_the_patched_trees_detections(which, trained, unpatched, yolov5_dir, offline,
+                                                                       data, tmp_path):
+    weights = TRAINED if which == 'trained-150-epochs' else trained
+    images = sorted(data[1].parent.glob('*.jpg'))
+    got = hub(unpatched, offline, weights, images, tmp_path)
+    assert got['type'] == 'AutoShape', got
+    assert got['norms'] == 0, f'{got["norms"]} BatchNorms of the MNv4 stages left unfolded'
+    want = hub(yolov5_dir, offline, weights, images, tmp_path)
+    assert want['type'] == 'AutoShape' and same_detections(got['detections'], want['detections'])
+    if which == 'trained-150-epochs':
+        assert sum(map(len, got['detections'])), 'the trained model should find something on COCO images'
+    print(f'{which}: {sum(map(len, got["detections"]))} detections on {len(images)} images, equal on the unpatched '
+          f'and the patched tree')
+
+
+def test_stock_detect_val_export_on_the_unpatched_tree(trained, unpatched, yolov5_dir, offline, data, tmp_path):
+    data_yaml, image = data
+
+    def val_row(tree):
+        out = run(tree, offline, 'val.py', '--weights', trained, '--data', data_yaml, '--img', IMG, '--device', 'cpu',
+                  '--project', tmp_path, '--name', 'val')
+        return next(line.split() for line in out.splitlines() if line.split()[:1] == ['all'])
+
+    assert val_row(unpatched) == val_row(yolov5_dir)
+    run(unpatched, offline, 'detect.py', '--weights', trained, '--source', image, '--img', IMG, '--device', 'cpu',
+        '--project', tmp_path, '--name', 'detect', '--exist-ok')
+    assert (tmp_path / 'detect' / image.name).is_file()
+    copy = tmp_path / 'best.pt'
+    copy.write_bytes(trained.read_bytes())
+    formats = ['torchscript', 'onnx'] + (['tflite'] if _has_tensorflow() else [])
+    run(unpatched, offline, 'export.py', '--weights', copy, '--include', *formats, '--img', IMG, '--device', 'cpu')
+    assert copy.with_suffix('.torchscript').is_file() and copy.with_suffix('.onnx').is_file()
+    run(unpatched, offline, '-c', COMPARE_ONNX, copy, copy.with_suffix('.onnx'), IMG)
+    if 'tflite' in formats:
+        tflite = tmp_path / 'best-fp16.tflite'
+        assert tflite.is_file()
+        run(unpatched, offline, 'detect.py', '--weights', tflite, '--source', image, '--img', IMG, '--device', 'cpu',
+            '--project', tmp_path, '--name', 'detect-tflite', '--exist-ok')
+    print(f'unpatched tree: val.py, detect.py and export.py ({", ".join(formats)}) ran')
+
+
+def _has_tensorflow():
+    import importlib.util
+    import os
+    if importlib.util.find_spec('tensorflow') is None:
+        assert not os.environ.get('MNV4_REQUIRE_EDGE'), 'MNV4_REQUIRE_EDGE is set but TensorFlow is missing'
+        print('TensorFlow is not installed: the unpatched-tree export skips tflite')
+        return False
+    return True
+
+
+GOLDEN_LOAD = '''
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+from models.experimental import attempt_load
+from models.common import DetectMultiBackend
+from make_golden import golden_input
+model = attempt_load(sys.argv[2], device='cpu', fuse=True).eval()
+norms = sum(isinstance(m, torch.nn.BatchNorm2d) for layer in model.model[:5] for m in layer.modules())
+backend = DetectMultiBackend(sys.argv[2], device=torch.device('cpu'), fuse=True)
+with torch.no_grad():
+    torch.save({'attempt_load': model(golden_input())[0], 'backend': backend(golden_input())[0], 'norms': norms},
+               sys.argv[3])
+'''
+
+
+@pytest.mark.parametrize('key', ['conv-s', 'hybrid-m'])
+def test_golden_checkpoints_load_and_fuse_on_the_unpatched_tree(key, unpatched, offline, tmp_path):
+    """Written before weights kept their memory order (channels-last 3x3 kernels): they fuse anyway,
+    because unpickling our stages registers the plugin into the tree that loads them."""
+    weights = tmp_path / f'{key}.pt'
+    weights.write_bytes(lzma.decompress((GOLDEN / f'mnv4-{key}-nc3.pt.xz').read_bytes()))
+    tools = str(GOLDEN.parents[1] / 'tools')
+    run(tmp_path, {**offline, 'PYTHONPATH': tools}, '-c', GOLDEN_LOAD, unpatched, weights, tmp_path / 'out.pt')
+    out = torch.load(tmp_path / 'out.pt', weights_only=True)
+    assert out['norms'] == (4 if key == 'hybrid-m' else 0)  # only kv-stride-2 attention inputs stay
+    assert close(out['attempt_load'], stored_output(key)) and close(out['backend'], stored_output(key))
