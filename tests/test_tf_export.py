@@ -15,11 +15,17 @@ import torch
 
 from helpers import perturb_, save_detector_checkpoint
 from yolov5_mnv4.integration import is_registered
-from yolov5_mnv4.resources import embedded_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 COCO128 = Path(os.environ.get('COCO128', REPO.parent / 'shared' / 'datasets' / 'coco128'))
-EMBEDDED = embedded_dataset()
+# What the repository ships for the int8 test: coco128's first 32 train and 64 val images, long side
+# 192 (tests/data/README.md). With ../shared beside the checkout the test takes all of coco128.
+COCO64 = REPO / 'tests' / 'data' / 'coco64'
+
+
+def coco():
+    """coco128 where ../shared has it (a bigger test), else the shipped subset (enough to pass)."""
+    return COCO128 if (COCO128 / 'images' / 'train2017').is_dir() else COCO64
 IMG = 160
 pytestmark = pytest.mark.edge
 PARITY_CONFIGS = ['yolov5-mnv4-conv-s.yaml', 'yolov5-mnv4-hybrid-m.yaml', 'yolov5-mnv4-conv-s-relu.yaml']
@@ -44,10 +50,7 @@ def tf():
 
 def _real_images(n, size=IMG):
     import cv2
-    folder = COCO128 / 'images' / 'val2017'
-    if not folder.is_dir():
-        folder = embedded_dataset() / 'images' / 'val2017'
-    files = sorted(folder.glob('*.jpg'))[:n]
+    files = sorted((coco() / 'images' / 'val2017').glob('*.jpg'))[:n]
     return [cv2.resize(cv2.imread(str(f)), (size, size))[:, :, ::-1].astype(np.float32) / 255 for f in files]
 
 
@@ -235,10 +238,9 @@ def int8_export(tf, yolo, yolov5_dir, offline, tmp_path_factory):
     calibrated on coco128 train; without edgetpu_compiler (none here), EdgeTPU's step must fail
     after the int8 model is written. PATH is emptied so that YOLOv5's attempt to install the compiler
     (curl, apt-get) cannot touch this machine."""
-    from smoke import prepare_data
+    from yolov5_mnv4.demo import prepare_data
     work = tmp_path_factory.mktemp('int8')
-    source = COCO128 if (COCO128 / 'images' / 'train2017').is_dir() else EMBEDDED
-    data_yaml, _ = prepare_data(source, yolov5_dir, work)
+    data_yaml, _ = prepare_data(coco(), yolov5_dir, work)
     weights = work / 'model.pt'
     weights.write_bytes(TRAINED.read_bytes())
     empty_path = work / 'no-tools'
@@ -293,7 +295,7 @@ def test_int8_tflite_detections_agree_with_fp32(int8_export):
         ref_det, got_det = nms(ref), nms(got)
         fp32_boxes, int8_boxes, hits = fp32_boxes + len(ref_det), int8_boxes + len(got_det), hits + matched(ref_det, got_det)
     recall, precision = hits / max(fp32_boxes, 1), hits / max(int8_boxes, 1)
-    print(f'int8 TFLite vs fp32 PyTorch, {len(images)} coco128 val images at {IMG}, conf 0.1, same class, '
+    print(f'int8 TFLite vs fp32 PyTorch, {len(images)} val images of {coco().name} at {IMG}, conf 0.1, same class, '
           f'IoU >= 0.5: recall {recall:.3f} of {fp32_boxes} fp32 boxes, precision {precision:.3f} of {int8_boxes}; '
           f'mean abs error of the scores {np.mean(score_errors):.4f}')
     assert fp32_boxes >= 30, 'the trained model should find boxes on these images'
@@ -322,7 +324,7 @@ def test_stock_val_and_detect_run_the_tf_exports(int8_export, yolov5_dir, offlin
         rows = [line.split() for line in log.splitlines() if line.split()[:1] == ['all']]
         assert rc == 0 and rows, log[-3000:]
         maps[name] = float(rows[-1][5])  # all, images, instances, P, R, mAP50, mAP50-95
-    print('val.py mAP50 on coco128 val at', IMG, maps)
+    print(f'val.py mAP50 on {coco().name} val at', IMG, maps)
     source = tmp_path / 'images'
     source.mkdir()
     for f in sorted((data_yaml.parent / 'dataset' / 'images' / 'val2017').glob('*.jpg'))[:3]:
