@@ -5,10 +5,12 @@ median and spread over interleaved runs, peak memory; writes a table (Markdown),
 latency-vs-GFLOPs PNG. --train adds training throughput (images/s, one epoch at 320 on coco128).
 --backbones compares our backbones with timm's; --layers gives per-layer latency of detectors;
 --tasks times the segmentation and P2 configs beside yolov5n-seg, yolov5n and their P3-P5 twins.
+--weight-layouts compares the conv weight layouts of a model in training (unfused eval, train steps).
 
     python scripts/benchmark.py --yolov5 .cache/yolov5-v7.0 [--quick] [--train] [--out runs/benchmark]
     python scripts/benchmark.py --backbones
     python scripts/benchmark.py --yolov5 .cache/yolov5-v7.0 --tasks
+    python scripts/benchmark.py --yolov5 .cache/yolov5-v7.0 --weight-layouts
 """
 import argparse
 import csv
@@ -21,10 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+from yolov5_mnv4.resources import VARIANT_CONFIGS
+
 REPO = Path(__file__).resolve().parents[1]
-OURS = {'MNv4-Conv-S': 'yolov5-mnv4-conv-s.yaml', 'MNv4-Conv-M': 'yolov5-mnv4-conv-m.yaml',
-        'MNv4-Hybrid-M': 'yolov5-mnv4-hybrid-m.yaml', 'MNv4-Conv-L': 'yolov5-mnv4-conv-l.yaml',
-        'MNv4-Hybrid-L': 'yolov5-mnv4-hybrid-l.yaml'}
+OURS = {'MNv4-' + config[len('yolov5-mnv4-'):-len('.yaml')].title(): config for config in VARIANT_CONFIGS.values()}
 STOCK = {'yolov5n': 'yolov5n.yaml', 'yolov5s': 'yolov5s.yaml', 'yolov5n-seg': 'segment/yolov5n-seg.yaml'}
 TASK_CONFIGS = {'MNv4-Conv-S-seg': 'yolov5-mnv4-conv-s-seg.yaml', 'MNv4-Conv-S-P2': 'yolov5-mnv4-conv-s-p2.yaml',
                 'MNv4-Conv-M-P2': 'yolov5-mnv4-conv-m-p2.yaml'}
@@ -273,6 +275,46 @@ def time_models(yolo, yolov5, names, sizes, reps, warmup, out):
     return rows
 
 
+def weight_layouts(yolo, yolov5, reps, warmup):
+    """The plugin's weight layout (integration.weights_strided_like_activations: 1x1 and depthwise
+    kernels with channels-last strides, memory unchanged) against all weights channels-last (0.1.0,
+    which YOLOv5's own fuse cannot .view()) and all in the default layout, on a model in training:
+    eval unfused at batch 1, 320 px (val.py during training), and SGD steps at batch 8, 160 px."""
+    import torch
+    layouts = {
+        'plugin': lambda m: m,
+        'all channels-last': lambda m: m.to(memory_format=torch.channels_last),
+        'all default': lambda m: m.to(memory_format=torch.contiguous_format),
+    }
+    for name in ('MNv4-Conv-S', 'MNv4-Hybrid-M'):
+        torch.manual_seed(0)
+        models = {}
+        for layout, arrange in layouts.items():
+            torch.manual_seed(0)
+            models[layout] = arrange(yolo.DetectionModel(str(config_path(yolov5, name))))
+        x_eval, x_train = torch.rand(1, 3, 320, 320), torch.rand(8, 3, 160, 160)
+        optimizers = {k: torch.optim.SGD(m.parameters(), lr=1e-4) for k, m in models.items()}
+
+        def evaluate(model):
+            model.eval()
+            with torch.no_grad():
+                model(x_eval)
+
+        def step(layout):
+            model = models[layout].train()
+            optimizers[layout].zero_grad()
+            sum(o.float().square().mean() for o in model(x_train)).backward()
+            optimizers[layout].step()
+
+        for task, runners in (('eval b1@320', {k: (lambda m=m: evaluate(m)) for k, m in models.items()}),
+                              ('train step b8@160', {k: (lambda k=k: step(k)) for k in models})):
+            times = interleaved(runners, reps, warmup)
+            base = statistics.median(times['plugin'])
+            cells = [f'{k} {statistics.median(t):.1f} ms ({statistics.median(t) / base:.3f}x)' for k, t in times.items()]
+            print(f'{name} {task}: ' + ', '.join(cells), flush=True)
+    return 0
+
+
 def setup_run(args):
     import torch
     torch.set_num_threads(THREADS)
@@ -378,8 +420,12 @@ def main(argv=None):
     parser.add_argument('--layers', nargs='+', choices=MODELS, help='only per-layer latency of these models')
     parser.add_argument('--backbones', action='store_true', help='only backbone latency, ours against timm')
     parser.add_argument('--tasks', action='store_true', help='only the seg and P2 configs against yolov5n(-seg)')
+    parser.add_argument('--weight-layouts', action='store_true', help='only the conv weight layouts in training')
     parser.add_argument('--memory-child', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.weight_layouts:
+        yolo, yolov5, _, _, reps, warmup = setup_run(args)
+        return weight_layouts(yolo, yolov5, reps, warmup)
     if args.layers:
         sys.path.insert(0, str(REPO / 'scripts'))
         return layer_times(args.yolov5.resolve(), args.layers)

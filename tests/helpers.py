@@ -40,6 +40,13 @@ def keeping_default_act(yolo):
         yolo.Conv.default_act = default_act
 
 
+def write_checkpoint(model, path):
+    """The least of what train.py writes that YOLOv5's loaders and `train.py --weights` read: the
+    model in fp16 under 'model', and epoch -1 (a finished run)."""
+    torch.save({'model': model.half(), 'epoch': -1}, path)
+    return path
+
+
 def save_detector_checkpoint(yolo, cfg, path, nc=80, seed=0):
     """A checkpoint like train.py's (fp16 model with nc and names) of a perturbed, untrained detector."""
     with keeping_default_act(yolo):
@@ -47,5 +54,4 @@ def save_detector_checkpoint(yolo, cfg, path, nc=80, seed=0):
         model = yolo.DetectionModel(str(cfg), nc=nc)
     perturb_(model, seed)
     model.nc, model.names = nc, {i: f'class{i}' for i in range(nc)}
-    torch.save({'model': model.half(), 'epoch': -1}, path)
-    return path
+    return write_checkpoint(model, path)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from yolov5_mnv4 import apply as apply_module
-from yolov5_mnv4.apply import EARLIER_HOOKS, HOOK_BLOCK, ApplyError, apply, config_digest, patch_for, plugin_configs, shipped_configs
+from yolov5_mnv4.apply import (EARLIER_HOOKS, HOOK_BLOCK, ApplyError, apply, config_digest, patch_for, plugin_configs,
+                                shipped_configs)
 
 REPO = Path(__file__).resolve().parents[1]
 PATCHES = {'v7.0': REPO / 'patches' / 'yolov5-v7.0.patch', 'master': REPO / 'patches' / 'yolov5-master.patch'}

@@ -206,7 +206,8 @@ def test_fuse_folds_syncbatchnorm_and_its_layer_scales():
 
 
 def test_a_layer_scale_stays_when_its_norm_cannot_fold():
-    block = perturb_(UniversalInvertedBottleneck(32, 32, 3, 3, 1, 2.0, nn.ReLU, layer_scale=1e-5)).eval()
+    block = perturb_(UniversalInvertedBottleneck(32, 32, start_kernel=3, mid_kernel=3, stride=1, expand=2.0,
+                                                 act_layer=nn.ReLU, layer_scale=1e-5)).eval()
     block.pw_proj.bn = nn.GroupNorm(4, 32)  # a norm that is not a BatchNorm: left as it is
     x = torch.randn(1, 32, 16, 16)
     with torch.no_grad():

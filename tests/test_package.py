@@ -138,7 +138,8 @@ from safetensors.torch import save_file
 model = timm.create_model('mobilenetv4_conv_small', pretrained=False)
 save_file({k: v.contiguous() for k, v in model.state_dict().items()}, sys.argv[2])
 from yolov5_mnv4.convert import main
-sys.exit(main(['--yolov5', sys.argv[1], '--cfg', 'yolov5-mnv4-conv-s.yaml', '--timm', sys.argv[2], '--out', sys.argv[3]]))
+tree, timm_file, out = sys.argv[1:4]
+sys.exit(main(['--yolov5', tree, '--cfg', 'yolov5-mnv4-conv-s.yaml', '--timm', timm_file, '--out', out]))
 '''
     proc = run_installed(installed, convert, pristine_tree, tmp_path / 'timm.safetensors', tmp_path / 'mnv4s.pt',
                          cwd=tmp_path)

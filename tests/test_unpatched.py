@@ -88,8 +88,8 @@ def hub(tree, env, weights, images, cwd):
 def same_detections(a, b):
     """Per image, the same boxes, scores and classes (to 1e-3 relative)."""
     assert [len(x) for x in a] == [len(x) for x in b], (a, b)
-    return all(abs(x - y) <= 1e-3 * max(1.0, abs(y))
-               for image_a, image_b in zip(a, b) for row_a, row_b in zip(image_a, image_b) for x, y in zip(row_a, row_b))
+    rows = [(row_a, row_b) for image_a, image_b in zip(a, b) for row_a, row_b in zip(image_a, image_b)]
+    return all(abs(x - y) <= 1e-3 * max(1.0, abs(y)) for row_a, row_b in rows for x, y in zip(row_a, row_b))
 
 
 @pytest.mark.parametrize('which', ['trained-150-epochs', 'one-epoch'])

@@ -10,12 +10,10 @@ import yaml
 
 from helpers import keeping_default_act
 from yolov5_mnv4.integration import MobileNetV4Stage, expand_backbone_rows
+from yolov5_mnv4.resources import VARIANT_CONFIGS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / 'models').glob('*.yaml'))
-VARIANT_CONFIGS = {'conv_small': 'yolov5-mnv4-conv-s.yaml', 'conv_medium': 'yolov5-mnv4-conv-m.yaml',
-                   'conv_large': 'yolov5-mnv4-conv-l.yaml', 'hybrid_medium': 'yolov5-mnv4-hybrid-m.yaml',
-                   'hybrid_large': 'yolov5-mnv4-hybrid-l.yaml'}
 RELU_HEAD_CONFIGS = {'conv_small': 'yolov5-mnv4-conv-s-relu.yaml', 'conv_medium': 'yolov5-mnv4-conv-m-relu.yaml'}
 SEG_CONFIGS = {v: name.replace('.yaml', '-seg.yaml') for v, name in VARIANT_CONFIGS.items()}
 P2_CONFIGS = {'conv_small': 'yolov5-mnv4-conv-s-p2.yaml', 'conv_medium': 'yolov5-mnv4-conv-m-p2.yaml'}

@@ -241,7 +241,7 @@ def main(argv=None, prog='yolov5-mnv4-apply'):
     try:
         outcome = apply(args.yolov5, args.revert, args.force)
     except ApplyError as err:
-        print(f'yolov5-mnv4-apply: {err}; nothing was changed', file=sys.stderr)
+        print(f'{prog}: {err}; nothing was changed', file=sys.stderr)
         return 2
     action = 'reverted' if args.revert else 'applied'
     if outcome.changed:
@@ -249,11 +249,11 @@ def main(argv=None, prog='yolov5-mnv4-apply'):
     else:
         print(f'yolov5-mnv4 already {action} in {args.yolov5}: nothing to change')
     for backup in outcome.backups:
-        print(f'yolov5-mnv4-apply: saved your version of {backup[:-len(Path(backup).suffix)]} as {backup}')
+        print(f'{prog}: saved your version of {backup[:-len(Path(backup).suffix)]} as {backup}')
     for rel in outcome.kept:
         what = 'left in place' if args.revert else 'not replaced'
         hint = '' if args.revert else '; --force replaces it after saving a copy as .bak'
-        print(f'yolov5-mnv4-apply: kept {rel}: it differs from every version yolov5-mnv4 shipped (your edits?), '
+        print(f'{prog}: kept {rel}: it differs from every version yolov5-mnv4 shipped (your edits?), '
               f'so it was {what}{hint}', file=sys.stderr)
     return 0
 

@@ -42,7 +42,7 @@ class MobileMultiQueryAttention(nn.Module):
     which cuts the attention cost by 4. No biases; scale key_dim ** -0.5; the residual is always on.
     """
 
-    def __init__(self, channels, heads, key_dim, value_dim, kv_stride, layer_scale=None, drop_path=0.0):
+    def __init__(self, channels, *, heads, key_dim, value_dim, kv_stride, layer_scale=None, drop_path=0.0):
         super().__init__()
         self.heads, self.key_dim, self.value_dim = heads, key_dim, value_dim
         self.scale = key_dim ** -0.5
@@ -58,7 +58,7 @@ class MobileMultiQueryAttention(nn.Module):
 
     @staticmethod
     def _downsampler(channels, stride):
-        return ConvBNAct(channels, channels, 3, stride, groups=channels) if stride > 1 else nn.Identity()
+        return ConvBNAct(channels, channels, kernel=3, stride=stride, groups=channels) if stride > 1 else nn.Identity()
 
     def forward(self, x):
         b, _, h, w = x.shape

@@ -10,11 +10,11 @@ class FusedInvertedBottleneck(nn.Module):
     In MobileNetV4 it is always stride 2, so it never has a residual.
     """
 
-    def __init__(self, c_in, c_out, kernel, stride, expand, act_layer):
+    def __init__(self, c_in, c_out, *, kernel, stride, expand, act_layer):
         super().__init__()
         hidden = make_divisible(c_in * expand)
-        self.expand = ConvBNAct(c_in, hidden, kernel, stride, act_layer=act_layer)
-        self.project = ConvBNAct(hidden, c_out, 1)
+        self.expand = ConvBNAct(c_in, hidden, kernel=kernel, stride=stride, act_layer=act_layer)
+        self.project = ConvBNAct(hidden, c_out)
 
     def forward(self, x):
         return self.project(self.expand(x))
@@ -31,17 +31,17 @@ class UniversalInvertedBottleneck(nn.Module):
     FFN = (0, 0)). The residual is added when stride is 1 and the width is kept.
     """
 
-    def __init__(self, c_in, c_out, start_kernel, mid_kernel, stride, expand, act_layer,
+    def __init__(self, c_in, c_out, *, start_kernel, mid_kernel, stride, expand, act_layer,
                  layer_scale=None, drop_path=0.0):
         super().__init__()
         if stride > 1 and not mid_kernel:
             raise ValueError('a strided UIB needs a middle depthwise conv to carry the stride')
         hidden = make_divisible(c_in * expand)
-        self.dw_start = ConvBNAct(c_in, c_in, start_kernel, groups=c_in) if start_kernel else nn.Identity()
-        self.pw_exp = ConvBNAct(c_in, hidden, 1, act_layer=act_layer)
-        self.dw_mid = (ConvBNAct(hidden, hidden, mid_kernel, stride, groups=hidden, act_layer=act_layer)
+        self.dw_start = ConvBNAct(c_in, c_in, kernel=start_kernel, groups=c_in) if start_kernel else nn.Identity()
+        self.pw_exp = ConvBNAct(c_in, hidden, act_layer=act_layer)
+        self.dw_mid = (ConvBNAct(hidden, hidden, kernel=mid_kernel, stride=stride, groups=hidden, act_layer=act_layer)
                        if mid_kernel else nn.Identity())
-        self.pw_proj = ConvBNAct(hidden, c_out, 1)
+        self.pw_proj = ConvBNAct(hidden, c_out)
         self.layer_scale = LayerScale(c_out, layer_scale) if layer_scale else nn.Identity()
         self.has_residual = stride == 1 and c_in == c_out
         self.drop_path = drop_path_or_identity(drop_path if self.has_residual else 0.0)

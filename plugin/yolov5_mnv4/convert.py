@@ -32,7 +32,8 @@ CLASSIFY_CUTOFF = 6  # layers 0-4 (the whole backbone) kept; Classify replaces l
 
 
 def write_weights_file(yolo, cfg, source, out, classify=False):
-    """Save a YOLOv5 checkpoint of the model of `cfg` (a config dict or a path) with the timm backbone; returns its tensor count.
+    """Save a YOLOv5 checkpoint of the model of `cfg` (a config dict or a path) with the timm backbone;
+    returns its backbone tensor count.
 
     With `classify`, the checkpoint holds a ClassificationModel instead, for the stock
     `classify/train.py --model <out>`: the five stages and YOLOv5's Classify head (conv 1280, pool,

@@ -106,15 +106,20 @@ def require_applied(yolov5):
                          f'`yolov5-mnv4 apply {yolov5}` first')
 
 
-def main(argv=None, prog='yolov5-mnv4 demo'):
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split('\n')[0])
+def add_run_arguments(parser, epochs):
+    """The options of a run of the stock scripts (the demo's, and the test suite's smoke runs)."""
     parser.add_argument('--yolov5', type=Path, required=True, help='YOLOv5 checkout with the plugin applied')
     parser.add_argument('--cfg', default='yolov5-mnv4-conv-s.yaml', help='config name or path')
     parser.add_argument('--data', type=Path, help='YOLO-format dataset folder (default: the embedded one)')
     parser.add_argument('--img', type=int, default=160)
-    parser.add_argument('--epochs', type=int, default=3)
+    parser.add_argument('--epochs', type=int, default=epochs)
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--out', type=Path, help='work folder (default: a new folder in $TMPDIR)')
+    return parser
+
+
+def main(argv=None, prog='yolov5-mnv4 demo'):
+    parser = add_run_arguments(argparse.ArgumentParser(prog=prog, description=__doc__.split('\n')[0]), epochs=3)
     parser.add_argument('--version', action='version', version=f'yolov5-mnv4 {__version__}')
     args = parser.parse_args(argv)
     yolov5 = args.yolov5.resolve()

@@ -1,8 +1,10 @@
-"""The one place that knows YOLOv5's internals.
+"""The one module that patches YOLOv5 at run time.
 
 `register(models_yolo)` is called by the hook that `yolov5-mnv4-apply` adds to a checkout's
-`models/yolo.py` (and, for the PyPI `yolov5` package, when `yolov5.models.yolo` is imported after
-this plugin). It does five things and copies no YOLOv5 code:
+`models/yolo.py`; for the PyPI `yolov5` package, when `yolov5.models.yolo` is imported after
+`import yolov5_mnv4`; and, on a tree that was never patched, when a checkpoint holding our stages
+is unpickled (`MobileNetV4Stage.__setstate__`), so that torch.hub and the stock loaders fuse it.
+It does five things and copies no YOLOv5 code:
 
 1. wraps `parse_model` so that a backbone row such as `[-1, 1, MobileNetV4ConvSmall, []]` is
    expanded, before YOLOv5 parses it, into five `MobileNetV4Stage` layers (stem, /4, /8, /16, /32).
@@ -24,6 +26,18 @@ this plugin). It does five things and copies no YOLOv5 code:
 5. registers the Keras copies of our stages into YOLOv5's `models/tf.py` when that is imported
    (`register_tf`), so that export.py's TensorFlow formats (SavedModel, GraphDef, TFLite, TF.js,
    EdgeTPU) build MNv4 detectors.
+
+Other modules know YOLOv5's formats without patching anything, each for one reason:
+- `apply.py` writes the hook text into `models/yolo.py` (it must know where a v7.0 or master file
+  can take it: before the `__main__` guard, with `LOGGER` and `sys` in scope) and the configs into
+  `models/mnv4/`, where `--cfg <name>` finds them;
+- `tf_layers.py` implements the layer contract of `models/tf.py` (`TF<Name>(*args, w=torch_layer)`,
+  NHWC tensors), since export.py builds its Keras model from those layers;
+- `convert.py` writes YOLOv5's checkpoint layout (`{'model', 'ema', 'epoch', 'optimizer', ...}`),
+  which `train.py --weights` and `classify/train.py --model` read;
+- `edge.py` reads the output layout of YOLOv5's TF Detect (cell-major, xywh over the image size),
+  to compare exported models with PyTorch's;
+- `demo.py` runs the stock scripts with their command-line options.
 """
 import contextlib
 import copy

@@ -16,7 +16,7 @@ def make_divisible(value, divisor=8, round_limit=0.9):
 class ConvBNAct(nn.Module):
     """kxk conv (no bias) + BatchNorm + optional activation; `fuse()` folds the BN into the conv."""
 
-    def __init__(self, c_in, c_out, kernel=1, stride=1, groups=1, act_layer=None):
+    def __init__(self, c_in, c_out, *, kernel=1, stride=1, groups=1, act_layer=None):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(c_out)

@@ -24,15 +24,18 @@ def build_block(row, c_in, variant, drop_path=0.0):
     act = variant.act_layer
     layer_scale = LAYER_SCALE_INIT if variant.layer_scale else None
     if isinstance(row, ConvBN):
-        return ConvBNAct(c_in, row.out, row.kernel, row.stride, act_layer=act), row.out
+        return ConvBNAct(c_in, row.out, kernel=row.kernel, stride=row.stride, act_layer=act), row.out
     if isinstance(row, FusedIB):
-        return FusedInvertedBottleneck(c_in, row.out, row.kernel, row.stride, row.expand, act), row.out
+        return FusedInvertedBottleneck(c_in, row.out, kernel=row.kernel, stride=row.stride, expand=row.expand,
+                                       act_layer=act), row.out
     if isinstance(row, UIB):
-        return UniversalInvertedBottleneck(c_in, row.out, row.start_kernel, row.mid_kernel, row.stride,
-                                           row.expand, act, layer_scale, drop_path), row.out
+        return UniversalInvertedBottleneck(c_in, row.out, start_kernel=row.start_kernel, mid_kernel=row.mid_kernel,
+                                           stride=row.stride, expand=row.expand, act_layer=act,
+                                           layer_scale=layer_scale, drop_path=drop_path), row.out
     if isinstance(row, MQA):
-        return MobileMultiQueryAttention(c_in, row.heads, row.key_dim, row.value_dim, row.kv_stride,
-                                         layer_scale, drop_path), c_in
+        return MobileMultiQueryAttention(c_in, heads=row.heads, key_dim=row.key_dim, value_dim=row.value_dim,
+                                         kv_stride=row.kv_stride, layer_scale=layer_scale,
+                                         drop_path=drop_path), c_in
     raise TypeError(f'unknown MobileNetV4 block row {row!r}')
 
 
@@ -53,8 +56,8 @@ def stage_input_channels(variant, index, in_chans=3):
 
 
 def build_stage(variant, index, in_chans=3, drop_path_rate=0.0):
-    """The blocks of stage `index` of a variant (0 stem, 1-4 the /4../32 stages), as a list."""
-    variant = get_variant(variant) if isinstance(variant, str) else variant
+    """The blocks of stage `index` of a variant (a `specs.Variant`; 0 stem, 1-4 the /4../32 stages),
+    as a list."""
     c = stage_input_channels(variant, index, in_chans)
     blocks = []
     for row, rate in zip(variant.stages[index], drop_path_rates(variant, drop_path_rate)[index]):
@@ -64,8 +67,7 @@ def build_stage(variant, index, in_chans=3, drop_path_rate=0.0):
 
 
 def build_stages(variant, in_chans=3, drop_path_rate=0.0):
-    """All stages of a variant as a list of nn.Sequential (stem, /4, /8, /16, /32)."""
-    variant = get_variant(variant) if isinstance(variant, str) else variant
+    """All stages of a variant (a `specs.Variant`) as a list of nn.Sequential (stem, /4, /8, /16, /32)."""
     return [nn.Sequential(*build_stage(variant, i, in_chans, drop_path_rate)) for i in range(len(variant.stages))]
 
 
@@ -74,9 +76,9 @@ class ClassifierHead(nn.Module):
 
     def __init__(self, c_in, num_classes, act_layer, dropout=0.0):
         super().__init__()
-        self.conv = ConvBNAct(c_in, HEAD_CONV_WIDTH, 1, act_layer=act_layer)
+        self.conv = ConvBNAct(c_in, HEAD_CONV_WIDTH, act_layer=act_layer)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.pre_logits = ConvBNAct(HEAD_CONV_WIDTH, HEAD_FEATURES, 1, act_layer=act_layer)
+        self.pre_logits = ConvBNAct(HEAD_CONV_WIDTH, HEAD_FEATURES, act_layer=act_layer)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(HEAD_FEATURES, num_classes)
 

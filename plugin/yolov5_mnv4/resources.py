@@ -12,6 +12,10 @@ from importlib import resources
 from pathlib import Path
 
 PACKAGE = __package__ or 'yolov5_mnv4'
+# The detection config of each variant; the -relu, -seg and -p2 configs are named after it.
+VARIANT_CONFIGS = {'conv_small': 'yolov5-mnv4-conv-s.yaml', 'conv_medium': 'yolov5-mnv4-conv-m.yaml',
+                   'conv_large': 'yolov5-mnv4-conv-l.yaml', 'hybrid_medium': 'yolov5-mnv4-hybrid-m.yaml',
+                   'hybrid_large': 'yolov5-mnv4-hybrid-l.yaml'}
 
 
 def _files():

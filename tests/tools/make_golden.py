@@ -21,9 +21,11 @@ from pathlib import Path
 
 import torch
 
-from yolov5_mnv4.demo import write_data_yaml
-from yolov5_mnv4.offline import offline_env
-from yolov5_mnv4.resources import embedded_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for helpers when run as a script
+from helpers import write_checkpoint  # noqa: E402
+from yolov5_mnv4.demo import write_data_yaml  # noqa: E402
+from yolov5_mnv4.offline import offline_env  # noqa: E402
+from yolov5_mnv4.resources import embedded_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / 'tests' / 'data' / 'golden'
@@ -56,7 +58,7 @@ def ternary_init(yolo, cfg, path):
         if p.ndim > 1:
             scale = p.abs().mean()
             p.copy_(torch.sign(p) * scale * (p.abs() > scale / 2))
-    torch.save({'model': model.half(), 'epoch': -1}, path)
+    write_checkpoint(model, path)
 
 
 def main(argv=None):

@@ -11,9 +11,8 @@ import math
 import re
 import shutil
 import sys
-from pathlib import Path
 
-from yolov5_mnv4.demo import Runner, check, prepare_data, train_val_detect_export, work_folder
+from yolov5_mnv4.demo import Runner, add_run_arguments, check, prepare_data, train_val_detect_export, work_folder
 from yolov5_mnv4.offline import offline_env
 from yolov5_mnv4.resources import embedded_dataset
 
@@ -84,14 +83,7 @@ def run(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--yolov5', type=Path, required=True, help='YOLOv5 checkout with the plugin applied')
-    parser.add_argument('--cfg', default='yolov5-mnv4-conv-s.yaml', help='config name or path')
-    parser.add_argument('--data', type=Path, help='YOLO-format dataset folder (default: the embedded one)')
-    parser.add_argument('--img', type=int, default=160)
-    parser.add_argument('--epochs', type=int, default=1)
-    parser.add_argument('--batch', type=int, default=16)
-    parser.add_argument('--out', type=Path, help='work folder (default: a new folder in $TMPDIR)')
+    parser = add_run_arguments(argparse.ArgumentParser(description=__doc__.split('\n')[0]), epochs=1)
     return run(parser.parse_args(argv))
 
 

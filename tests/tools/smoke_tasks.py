@@ -20,12 +20,14 @@ from yolov5_mnv4.demo import Runner, check, coco_names, work_folder, write_data_
 from yolov5_mnv4.offline import offline_env
 from yolov5_mnv4.resources import embedded_dataset
 
+TESTS = Path(__file__).resolve().parents[1]
 SAVE_DETECTION_CHECKPOINT = '''
 import sys, torch
+sys.path.insert(0, sys.argv[3])
+from helpers import write_checkpoint
 from models.yolo import DetectionModel
-cfg, out = sys.argv[1], sys.argv[2]
 torch.manual_seed(0)
-torch.save({'model': DetectionModel(cfg).half(), 'epoch': -1}, out)
+write_checkpoint(DetectionModel(sys.argv[1]), sys.argv[2])
 '''
 
 
@@ -67,7 +69,7 @@ def classify(args, step, work, yolov5):
     print(f'classify data: {made}')
     detection = work / 'detection.pt'
     step('cls-detection-checkpoint', '-c', SAVE_DETECTION_CHECKPOINT, args.cfg or 'models/mnv4/yolov5-mnv4-conv-s.yaml',
-         detection)
+         detection, TESTS)
     common = ['--img', args.img, '--device', 'cpu']
     log = step('cls-train', 'classify/train.py', '--model', detection, '--cutoff', 5, '--data', data, '--epochs', 1,
                '--batch-size', args.batch, '--workers', 0, '--project', work, '--name', 'cls', '--exist-ok',
@@ -92,7 +94,8 @@ def main(argv=None):
     parser.add_argument('task', choices=['seg', 'classify'])
     parser.add_argument('--yolov5', type=Path, required=True, help='YOLOv5 checkout with the plugin applied')
     parser.add_argument('--cfg', help='config (seg: a -seg config name; classify: a detection config path)')
-    parser.add_argument('--data', type=Path, default=None, help='YOLO-format detection dataset to derive from (default: the embedded one)')
+    parser.add_argument('--data', type=Path, default=None,
+                        help='YOLO-format detection dataset to derive from (default: the embedded one)')
     parser.add_argument('--img', type=int, default=None, help='image size (seg 160, classify 64)')
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--out', type=Path, help='work folder (default: a new folder in $TMPDIR)')

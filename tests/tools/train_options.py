@@ -156,7 +156,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--yolov5', type=Path, required=True, help='YOLOv5 checkout with the plugin applied')
     parser.add_argument('--cfg', default='yolov5-mnv4-hybrid-m.yaml', help='config name or path')
-    parser.add_argument('--data', type=Path, default=None, help='YOLO-format dataset folder (default: the embedded one)')
+    parser.add_argument('--data', type=Path, default=None,
+                        help='YOLO-format dataset folder (default: the embedded one)')
     parser.add_argument('--img', type=int, default=64)
     parser.add_argument('--out', type=Path, help='work folder (default: a new folder in $TMPDIR)')
     return run(parser.parse_args(argv))
