@@ -304,6 +304,18 @@ def test_onnx_export_takes_the_explicit_attention(monkeypatch, tmp_path, dynamo)
     assert calls
 
 
+def test_torch_export_takes_the_explicit_attention():
+    """torch.export (the route of ExecuTorch and LiteRT's converter) gets plain matmuls, equal to eager."""
+    block = perturb_(MobileMultiQueryAttention(32, heads=2, key_dim=16, value_dim=16, kv_stride=2)).eval()
+    x = torch.randn(1, 32, 8, 8)
+    program = torch.export.export(block, (x,))
+    targets = {str(node.target) for node in program.graph.nodes if node.op == 'call_function'}
+    assert not any('scaled_dot_product' in t for t in targets), sorted(targets)
+    assert any('softmax' in t for t in targets), sorted(targets)
+    with torch.no_grad():
+        assert torch.allclose(program.module()(x), block(x), atol=1e-5)
+
+
 def test_drop_path_schedule_equals_timms():
     timm = pytest.importorskip('timm', reason='timm is in the test extra')
     for name in ('conv_small', 'hybrid_medium'):

@@ -13,9 +13,13 @@ def attend_explicit(q, k, v, scale):
 
 
 def exporting():
-    """True while TorchScript traces or scripts, or either ONNX exporter (TorchScript-based or the
-    dynamo one, torch's default since 2.9, under which `torch.jit.is_tracing()` is False) runs."""
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+    """True while TorchScript traces or scripts, either ONNX exporter (TorchScript-based or the
+    dynamo one, torch's default since 2.9, under which `torch.jit.is_tracing()` is False) runs, or
+    `torch.export` runs (ExecuTorch, LiteRT's PyTorch converter: only `torch.compiler.is_exporting()`
+    says so there)."""
+    is_exporting = getattr(torch.compiler, 'is_exporting', None)  # torch >= 2.5
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or bool(is_exporting and is_exporting()))
 
 
 def attend(q, k, v, scale):
