@@ -223,3 +223,15 @@ def test_cli_names_kept_files_and_backups(pristine):
     assert f'yolov5-mnv4-apply: saved your version of {CONV_S} as {CONV_S}.bak' in forced.stdout
     both = subprocess.run([*script, '--force', '--revert'], capture_output=True, text=True)
     assert both.returncode == 2 and '--revert never deletes a config you edited' in both.stderr
+
+
+def test_check_reports_the_tree_its_patch_and_the_runtimes(pristine):
+    from yolov5_mnv4 import __version__
+    from yolov5_mnv4.check import report
+    before = report(pristine)
+    assert 'not patched' in before and f'yolov5-mnv4   {__version__}' in before
+    apply(pristine)
+    after = report(pristine)
+    assert f'patched by yolov5-mnv4 {__version__}, 15 configs in models/mnv4' in after
+    for line in ('torch ', 'ONNX Runtime', 'TensorFlow', 'LiteRT', 'OpenVINO'):
+        assert f'\n{line}' in after, after
