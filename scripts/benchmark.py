@@ -26,7 +26,8 @@ from pathlib import Path
 from yolov5_mnv4.resources import VARIANT_CONFIGS
 
 REPO = Path(__file__).resolve().parents[1]
-OURS = {'MNv4-' + config[len('yolov5-mnv4-'):-len('.yaml')].title(): config for config in VARIANT_CONFIGS.values()}
+OURS = {'MNv4-' + VARIANT_CONFIGS[v][len('yolov5-mnv4-'):-len('.yaml')].title(): VARIANT_CONFIGS[v]
+        for v in ('conv_small', 'conv_medium', 'hybrid_medium', 'conv_large', 'hybrid_large')}  # by cost
 STOCK = {'yolov5n': 'yolov5n.yaml', 'yolov5s': 'yolov5s.yaml', 'yolov5n-seg': 'segment/yolov5n-seg.yaml'}
 TASK_CONFIGS = {'MNv4-Conv-S-seg': 'yolov5-mnv4-conv-s-seg.yaml', 'MNv4-Conv-S-P2': 'yolov5-mnv4-conv-s-p2.yaml',
                 'MNv4-Conv-M-P2': 'yolov5-mnv4-conv-m-p2.yaml'}
