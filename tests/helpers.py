@@ -1,5 +1,7 @@
-"""Shared test helpers: perturbing weights so that a wrong BN, scale or residual cannot hide."""
+"""Shared test helpers: perturbing weights so that a wrong BN, scale or residual cannot hide, checkpoints,
+pristine copies of the YOLOv5 tree."""
 import contextlib
+import shutil
 
 import torch
 
@@ -55,3 +57,12 @@ def save_detector_checkpoint(yolo, cfg, path, nc=80, seed=0):
     perturb_(model, seed)
     model.nc, model.names = nc, {i: f'class{i}' for i in range(nc)}
     return write_checkpoint(model, path)
+
+
+def pristine_copy(yolov5_dir, tree):
+    """Copy the (applied) YOLOv5 tree to `tree` and revert the plugin there: as a fresh clone has it."""
+    from yolov5_mnv4.apply import apply
+    shutil.copytree(yolov5_dir, tree, ignore=shutil.ignore_patterns('.git', '__pycache__', 'runs'))
+    apply(tree, revert=True)
+    assert '# yolov5-mnv4' not in (tree / 'models' / 'yolo.py').read_text()
+    return tree

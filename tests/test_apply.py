@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import pristine_copy
+from yolov5_mnv4 import __version__
 from yolov5_mnv4 import apply as apply_module
-from yolov5_mnv4.apply import (EARLIER_HOOKS, HOOK_BLOCK, ApplyError, apply, config_digest, patch_for, plugin_configs,
-                                shipped_configs)
+from yolov5_mnv4.apply import (EARLIER_HOOKS, HOOK_BLOCK, ApplyError, applied_version, apply, config_digest, patch_for,
+                                plugin_configs, shipped_configs)
 
 REPO = Path(__file__).resolve().parents[1]
 PATCHES = {'v7.0': REPO / 'patches' / 'yolov5-v7.0.patch', 'master': REPO / 'patches' / 'yolov5-master.patch'}
@@ -23,10 +25,7 @@ def tree_digest(root):
 @pytest.fixture
 def pristine(yolov5_dir, tmp_path):
     """A copy of the YOLOv5 tree without the plugin."""
-    tree = tmp_path / 'yolov5'
-    shutil.copytree(yolov5_dir, tree, ignore=shutil.ignore_patterns('.git', '__pycache__', 'runs'))
-    apply(tree, revert=True)
-    assert '# yolov5-mnv4' not in (tree / 'models' / 'yolo.py').read_text()
+    tree = pristine_copy(yolov5_dir, tmp_path / 'yolov5')
     assert not (tree / 'models' / 'mnv4').exists()
     return tree
 
@@ -50,8 +49,10 @@ def test_a_tree_an_earlier_version_applied_is_upgraded_and_reverted(pristine):
     apply(pristine)
     current = yolo_py.read_text()
     assert '(yolov5-mnv4 0.' in current  # the hook names the plugin version that wrote it
-    for earlier in EARLIER_HOOKS:
+    assert applied_version(current) == __version__
+    for version, earlier in EARLIER_HOOKS.items():
         yolo_py.write_text(current.replace(HOOK_BLOCK, earlier + '\n\n'))
+        assert applied_version(yolo_py.read_text()) == version
         assert apply(pristine).changed == ['models/yolo.py'] and yolo_py.read_text() == current
         yolo_py.write_text(current.replace(HOOK_BLOCK, earlier + '\n\n'))
         apply(pristine, revert=True)
@@ -226,7 +227,6 @@ def test_cli_names_kept_files_and_backups(pristine):
 
 
 def test_check_reports_the_tree_its_patch_and_the_runtimes(pristine):
-    from yolov5_mnv4 import __version__
     from yolov5_mnv4.check import report
     before = report(pristine)
     assert 'not patched' in before and f'yolov5-mnv4   {__version__}' in before

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import pristine_copy
 from test_apply import tree_digest
-from yolov5_mnv4.apply import apply
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_IGNORE = shutil.ignore_patterns('.git', '.venv', '.cache', 'runs', 'build', 'dist', '*.egg-info',
@@ -88,10 +88,7 @@ def run_installed(installed, code, *args, cwd):
 
 @pytest.fixture(scope='module')
 def pristine_tree(yolov5_dir, tmp_path_factory):
-    tree = tmp_path_factory.mktemp('tree') / 'yolov5'
-    shutil.copytree(yolov5_dir, tree, ignore=shutil.ignore_patterns('.git', '__pycache__', 'runs'))
-    apply(tree, revert=True)
-    return tree
+    return pristine_copy(yolov5_dir, tmp_path_factory.mktemp('tree') / 'yolov5')
 
 
 def digest(tree):

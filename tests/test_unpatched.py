@@ -3,18 +3,19 @@ torch.hub 'custom' route (a fresh clone is unpatched), detect.py, val.py, export
 DetectMultiBackend, with the MNv4 stages fused and the same results as on the patched tree. Old
 checkpoints (channels-last weights, the golden files) included.
 """
+import importlib.util
 import json
 import lzma
-import shutil
+import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from helpers import pristine_copy
 from smoke import COMPARE_ONNX
 from test_golden import GOLDEN, close, stored_output
-from yolov5_mnv4.apply import apply
 from yolov5_mnv4.demo import prepare_data
 from yolov5_mnv4.resources import embedded_dataset
 
@@ -25,11 +26,7 @@ TRAINED = GOLDEN.parent / 'mnv4-conv-s-relu-coco128-160.pt'  # 150 epochs on coc
 @pytest.fixture(scope='module')
 def unpatched(yolov5_dir, tmp_path_factory):
     """A copy of the YOLOv5 tree with the plugin reverted: as pristine as a fresh clone."""
-    tree = tmp_path_factory.mktemp('unpatched') / 'yolov5'
-    shutil.copytree(yolov5_dir, tree, ignore=shutil.ignore_patterns('.git', '__pycache__', 'runs'))
-    apply(tree, revert=True)
-    assert '# yolov5-mnv4' not in (tree / 'models' / 'yolo.py').read_text()
-    return tree
+    return pristine_copy(yolov5_dir, tmp_path_factory.mktemp('unpatched') / 'yolov5')
 
 
 def run(cwd, env, *args, timeout=900):
@@ -135,8 +132,6 @@ def test_stock_detect_val_export_on_the_unpatched_tree(trained, unpatched, yolov
 
 
 def _has_tensorflow():
-    import importlib.util
-    import os
     if importlib.util.find_spec('tensorflow') is None:
         assert not os.environ.get('MNV4_REQUIRE_EDGE'), 'MNV4_REQUIRE_EDGE is set but TensorFlow is missing'
         print('TensorFlow is not installed: the unpatched-tree export skips tflite')

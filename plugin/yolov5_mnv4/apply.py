@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import __version__, resources
 
+HOOK_BEGIN = '# yolov5-mnv4 begin'
 HOOK = '''# yolov5-mnv4 begin: register the MobileNetV4 backbones (yolov5-mnv4 {version}; `yolov5-mnv4-apply --revert` removes this block)
 try:
     from yolov5_mnv4 import integration as _mnv4
@@ -33,8 +34,9 @@ else:
     _mnv4.register(sys.modules[__name__])
 # yolov5-mnv4 end
 '''.format(version=__version__)
-# Hook blocks that earlier versions wrote: applying replaces them, --revert removes them.
-EARLIER_HOOKS = ('''# yolov5-mnv4 begin: register the MobileNetV4 backbones (`yolov5-mnv4-apply --revert` removes this block)
+# Hook blocks that earlier versions wrote, by version: applying replaces them, --revert removes them.
+# Verbatim, not derived from HOOK: they are the bytes those versions put into users' trees.
+EARLIER_HOOKS = {'0.1.0': '''# yolov5-mnv4 begin: register the MobileNetV4 backbones (`yolov5-mnv4-apply --revert` removes this block)
 try:
     from yolov5_mnv4 import integration as _mnv4
 except ModuleNotFoundError as _mnv4_missing:
@@ -44,7 +46,7 @@ except ModuleNotFoundError as _mnv4_missing:
 else:
     _mnv4.register(sys.modules[__name__])
 # yolov5-mnv4 end
-''',)
+'''}
 HOOK_BLOCK = HOOK + '\n\n'  # placed before the `if __name__ == '__main__':` line, after its two blank lines
 CONFIG_DIR = Path('models', 'mnv4')
 # Text that a models/yolo.py we can hook must contain (v7.0 and master both do).
@@ -117,17 +119,26 @@ def check_tree(root):
 
 
 def _without_earlier_hook(text):
-    for earlier in EARLIER_HOOKS:
+    for earlier in EARLIER_HOOKS.values():
         if earlier + '\n\n' in text:
             return text.replace(earlier + '\n\n', '', 1)
     return text
+
+
+def applied_version(text):
+    """The plugin version whose hook block the models/yolo.py `text` carries, 'unknown' for an edited
+    block, None for none."""
+    if HOOK_BLOCK in text:
+        return __version__
+    found = [version for version, earlier in EARLIER_HOOKS.items() if earlier + '\n\n' in text]
+    return found[0] if found else 'unknown' if HOOK_BEGIN in text else None
 
 
 def hooked(text):
     if HOOK_BLOCK in text:
         return text
     text = _without_earlier_hook(text)
-    if '# yolov5-mnv4 begin' in text:
+    if HOOK_BEGIN in text:
         raise ApplyError('models/yolo.py has an edited yolov5-mnv4 hook block; revert it by hand first')
     lines = text.splitlines(keepends=True)
     i = _main_guard_index(lines)
@@ -137,7 +148,7 @@ def hooked(text):
 def unhooked(text):
     text = _without_earlier_hook(text)
     if HOOK_BLOCK not in text:
-        if '# yolov5-mnv4 begin' in text:
+        if HOOK_BEGIN in text:
             raise ApplyError('models/yolo.py has an edited yolov5-mnv4 hook block; remove it by hand')
         return text
     return text.replace(HOOK_BLOCK, '', 1)

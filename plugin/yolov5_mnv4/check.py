@@ -7,12 +7,12 @@ import argparse
 import importlib.metadata
 import importlib.util
 import platform
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 from . import __version__
+from .apply import applied_version
 
 # (what a user knows it as, import name, distribution name)
 RUNTIMES = (
@@ -64,13 +64,11 @@ def tree_version(tree):
 
 def hook_state(tree):
     """Whether models/yolo.py carries the plugin's hook, and which plugin version wrote it."""
-    text = (tree / 'models' / 'yolo.py').read_text(errors='replace')
-    begin = next((line for line in text.splitlines() if line.startswith('# yolov5-mnv4 begin')), None)
-    if begin is None:
+    version = applied_version((tree / 'models' / 'yolo.py').read_text(errors='replace'))
+    if version is None:
         return 'not patched (checkpoints still load: the plugin registers itself when one is unpickled)'
-    found = re.search(r'\(yolov5-mnv4 (\S+);', begin)
     configs = len(list((tree / 'models' / 'mnv4').glob('*.yaml')))
-    return f'patched by yolov5-mnv4 {found.group(1) if found else "0.1.0"}, {configs} configs in models/mnv4'
+    return f'patched by yolov5-mnv4 {version}, {configs} configs in models/mnv4'
 
 
 def report(tree=None):

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from . import __version__, resources
+from .apply import applied_version
 from .offline import offline_env
 
 
@@ -101,7 +102,7 @@ def require_applied(yolov5):
     yolo_py = yolov5 / 'models' / 'yolo.py'
     if not yolo_py.is_file():
         raise SystemExit(f'yolov5-mnv4 demo: {yolov5} is not a YOLOv5 checkout (no models/yolo.py)')
-    if '# yolov5-mnv4 begin' not in yolo_py.read_text():
+    if applied_version(yolo_py.read_text()) is None:
         raise SystemExit(f'yolov5-mnv4 demo: the plugin is not applied in {yolov5}: run '
                          f'`yolov5-mnv4 apply {yolov5}` first')
 

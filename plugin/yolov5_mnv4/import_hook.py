@@ -26,6 +26,11 @@ class _RegisterOnImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+def still_importing(module):
+    """Whether `module` is in sys.modules but its code has not finished running."""
+    return getattr(getattr(module, '__spec__', None), '_initializing', False)
+
+
 def register_on_import(name, register):
     """Register into module `name` now if it is imported, else as soon as it is.
 
@@ -35,7 +40,7 @@ def register_on_import(name, register):
     """
     module = sys.modules.get(name)
     if module is not None:
-        if getattr(getattr(module, '__spec__', None), '_initializing', False):
+        if still_importing(module):
             return
         register(module)
     elif not any(isinstance(f, _RegisterOnImport) and f.target == name for f in sys.meta_path):

@@ -49,7 +49,7 @@ import sys
 import torch
 import torch.nn as nn
 
-from .import_hook import register_on_import
+from .import_hook import register_on_import, still_importing
 from .model import build_stage, fuse_blocks, to_channels_last
 from .pretrained import load_stage_weights
 from .specs import get_variant
@@ -284,8 +284,7 @@ def register_loaded_hosts():
     A module of that name that is not YOLOv5's (it lacks YOLOv5's names) is left alone."""
     for name in HOST_MODULES:
         module = sys.modules.get(name)
-        if (module is not None and not getattr(getattr(module, '__spec__', None), '_initializing', False)
-                and all(hasattr(module, n) for n in HOST_NAMES)):
+        if module is not None and not still_importing(module) and all(hasattr(module, n) for n in HOST_NAMES):
             register(module)
 
 

@@ -32,11 +32,6 @@ def configs():
     return dict(sorted(found.items()))
 
 
-def config_text(name):
-    """The text of the shipped config `name` (e.g. 'yolov5-mnv4-conv-s.yaml'); KeyError if none."""
-    return configs()[name].decode()
-
-
 def shipped_configs_text():
     return (_files() / 'shipped_configs.txt').read_text()
 
