@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """Edge latency of the MNv4 detectors against stock yolov5n / yolov5s, in one interleaved run:
-TFLite through LiteRT with XNNPACK (fp32, fp16 weights, full-integer int8: the files the stock
-export.py writes), OpenVINO (f32, its default precision, int8 through nncf) and ONNX Runtime fp32;
-batch 1, 2 threads, median and IQR; ratios against the targets. Needs the `edge` extra.
+TFLite through LiteRT with XNNPACK (fp32, fp16 weights: the files the stock export.py writes; int8:
+`yolov5-mnv4-export --int8`'s model, full integer but for the attention's matmuls and softmax, and
+for the hybrids also `tflite_int8_full`, the full-integer model that export.py --int8 writes),
+OpenVINO (f32, its default precision, int8 through nncf) and ONNX Runtime fp32; batch 1, 2 threads,
+median and IQR; ratios against the targets. Needs the `edge` extra.
 
     python scripts/benchmark_edge.py --yolov5 .cache/yolov5-v7.0 [--sizes 320 640] [--models ...]
 
-Weights are untrained (latency does not depend on them); int8 calibrates on 100 coco128 train images
-(`--data`), as export.py --int8 does. Writes benchmark_edge.md / .csv / .json to --out.
+Only the runtime's own call is timed (LiteRT `invoke()`, ONNX Runtime `run`, OpenVINO `infer`), each
+fed its own input type (uint8 for the int8 TFLite models) set once before the rounds; quantizing
+the input and reading the outputs back are not timed. Weights are untrained (latency does not
+depend on them); int8 calibrates on 100 coco128 train images (`--data`). Also counts each TFLite
+model's XNNPACK partitions. Writes benchmark_edge.md / .csv / .json to --out.
 """
 import argparse
 import csv
@@ -25,10 +30,13 @@ from benchmark import STOCK, THREADS, interleaved, ort_session, spread  # noqa: 
 MODELS = {'yolov5n': 'yolov5n.yaml', 'yolov5s': 'yolov5s.yaml',
           'MNv4-Conv-S': 'yolov5-mnv4-conv-s.yaml', 'MNv4-Conv-S-ReLU': 'yolov5-mnv4-conv-s-relu.yaml',
           'MNv4-Conv-M': 'yolov5-mnv4-conv-m.yaml', 'MNv4-Conv-M-ReLU': 'yolov5-mnv4-conv-m-relu.yaml',
-          'MNv4-Hybrid-M': 'yolov5-mnv4-hybrid-m.yaml'}
-RUNTIMES = ['tflite_fp32', 'tflite_fp16', 'tflite_int8', 'ov_f32', 'ov_default', 'ov_int8', 'ort_fp32']
+          'MNv4-Hybrid-M': 'yolov5-mnv4-hybrid-m.yaml', 'MNv4-Hybrid-L': 'yolov5-mnv4-hybrid-l.yaml'}
+DEFAULT_MODELS = [name for name in MODELS if name != 'MNv4-Hybrid-L']
+RUNTIMES = ['tflite_fp32', 'tflite_fp16', 'tflite_int8', 'tflite_int8_full', 'ov_f32', 'ov_default', 'ov_int8',
+            'ort_fp32']
 TARGETS = [('MNv4-Conv-S', 'yolov5n', 0.8), ('MNv4-Conv-S-ReLU', 'yolov5n', 0.8),
-           ('MNv4-Conv-M', 'yolov5s', 1.0), ('MNv4-Conv-M-ReLU', 'yolov5s', 1.0)]
+           ('MNv4-Conv-M', 'yolov5s', 1.0), ('MNv4-Conv-M-ReLU', 'yolov5s', 1.0),
+           ('MNv4-Hybrid-M', 'MNv4-Conv-M', 1.25)]  # the paper's Pixel 6 CPU backbone ratio, 14.3 / 11.4 ms
 TARGET_RUNTIMES = ['tflite_int8', 'ov_int8']
 CALIBRATION_IMAGES = 100
 
@@ -52,17 +60,26 @@ def run(cmd, cwd, env):
         raise SystemExit(f'benchmark_edge: {" ".join(map(str, cmd[:3]))} ... failed:\n{(proc.stdout + proc.stderr)[-3000:]}')
 
 
-def export_all(yolov5, name, size, work, data, env):
-    """The stock export.py's SavedModel, fp16 and int8 .tflite and ONNX, plus an fp32 .tflite."""
-    from yolov5_mnv4.edge import fp32_tflite_from_saved_model
+def export_all(yolov5, name, size, work, env, calibration):
+    """The stock export.py's SavedModel, fp16 .tflite and ONNX; from the SavedModel, an fp32 .tflite and
+    the int8 ones (ours; for models with attention also the full-integer one)."""
+    from yolov5_mnv4.edge import fp32_tflite_from_saved_model, import_tensorflow
+    from yolov5_mnv4.tflite_int8 import int8_tflite
+    tf = import_tensorflow()
     folder = work / f'{name}-{size}'
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / 'model.pt'
     write_checkpoint(yolov5, name, weights, env)
-    export = [sys.executable, 'export.py', '--weights', weights, '--img', size, '--device', 'cpu']
-    run([*export, '--include', 'saved_model', 'tflite', 'onnx', '--opset', '17'], yolov5, env)
-    run([*export, '--include', 'tflite', '--int8', '--data', data], yolov5, env)
-    fp32_tflite_from_saved_model(folder / 'model_saved_model', folder / 'model-fp32.tflite')
+    run([sys.executable, 'export.py', '--weights', weights, '--img', size, '--device', 'cpu',
+         '--include', 'saved_model', 'tflite', 'onnx', '--opset', '17'], yolov5, env)
+    saved_model = folder / 'model_saved_model'
+    fp32_tflite_from_saved_model(saved_model, folder / 'model-fp32.tflite')
+    nhwc = [im.transpose(0, 2, 3, 1) for im in calibration]
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    (folder / 'model-int8.tflite').write_bytes(int8_tflite(converter, nhwc))
+    if 'Hybrid' in name:
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+        (folder / 'model-int8_full.tflite').write_bytes(int8_tflite(converter, nhwc, float_ops=()))
     return folder
 
 
@@ -90,21 +107,29 @@ def openvino_models(onnx_path, calibration):
 
 
 def runners_for(folder, size, calibration):
+    """{runtime: the runtime's call alone}, OpenVINO's default precision, {runtime: XNNPACK partitions}."""
     import numpy as np
     from yolov5_mnv4.edge import TFLiteModel
+    from yolov5_mnv4.tflite_int8 import xnnpack_partitions
     nhwc = np.zeros((1, size, size, 3), np.float32)
     nchw = np.zeros((1, 3, size, size), np.float32)
-    runners = {}
-    for precision in ('fp32', 'fp16', 'int8'):
-        model = TFLiteModel(folder / f'model-{precision}.tflite', threads=THREADS)
-        runners[f'tflite_{precision}'] = lambda m=model: m(nhwc)
+    runners, partitions = {}, {}
+    for key in ('fp32', 'fp16', 'int8', 'int8_full'):
+        path = folder / f'model-{key}.tflite'
+        if path.is_file():
+            model = TFLiteModel(path, threads=THREADS)
+            model.set_input(nhwc)  # uint8 for the int8 models, quantized once here
+            runners[f'tflite_{key}'] = model.invoke
+            partitions[f'tflite_{key}'] = xnnpack_partitions(model.interpreter)[0]
     session = ort_session(folder / 'model.onnx')
-    runners['ort_fp32'] = lambda: session.run(None, {session.get_inputs()[0].name: nchw})
+    feed = {session.get_inputs()[0].name: nchw}
+    runners['ort_fp32'] = lambda: session.run(None, feed)
     compiled, default = openvino_models(folder / 'model.onnx', calibration)
     for key, model in compiled.items():
         request = model.create_infer_request()
-        runners[key] = lambda r=request: r.infer({0: nchw})
-    return runners, default
+        request.set_input_tensor(0, __import__('openvino').Tensor(nchw))
+        runners[key] = request.infer
+    return runners, default, partitions
 
 
 def main(argv=None):
@@ -114,7 +139,7 @@ def main(argv=None):
     parser.add_argument('--data', type=Path, default=REPO.parent / 'shared' / 'datasets' / 'coco128')
     parser.add_argument('--out', type=Path, default=REPO / 'runs' / 'benchmark-edge')
     parser.add_argument('--sizes', type=int, nargs='+', default=[320, 640])
-    parser.add_argument('--models', nargs='+', choices=list(MODELS), default=list(MODELS))
+    parser.add_argument('--models', nargs='+', choices=list(MODELS), default=DEFAULT_MODELS)
     parser.add_argument('--reps', type=int, default=20, help='timed rounds per model and runtime')
     args = parser.parse_args(argv)
     yolov5, out = args.yolov5.resolve(), args.out.resolve()
@@ -123,28 +148,28 @@ def main(argv=None):
     from yolov5_mnv4.edge import import_tensorflow
     from yolov5_mnv4.offline import offline_env
     env = {**os.environ, **offline_env()}
-    sys.path.insert(0, str(REPO / 'scripts'))
-    from smoke import prepare_data
-    data_yaml, _ = prepare_data(args.data.resolve(), yolov5, out / 'data')  # a copy: val caches stay out of ../shared
     tf = import_tensorflow()
-    rows, defaults = [], set()
+    rows, defaults, partitions = [], set(), {}
     for size in args.sizes:
         calibration = calibration_images(args.data.resolve(), size)
         runners = {}
         for name in args.models:
             print(f'benchmark_edge: exporting {name} at {size}', flush=True)
-            folder = export_all(yolov5, name, size, out / 'exports', data_yaml, env)
-            model_runners, default = runners_for(folder, size, calibration)
+            folder = export_all(yolov5, name, size, out / 'exports', env, calibration)
+            model_runners, default, model_partitions = runners_for(folder, size, calibration)
             defaults.add(default)
             runners.update({(name, key): run_ for key, run_ in model_runners.items()})
+            partitions[(name, size)] = model_partitions
         print(f'benchmark_edge: timing {len(runners)} runners at {size}: 5 warm-up + {args.reps} interleaved rounds',
               flush=True)
         times = interleaved(runners, args.reps, 5)
         for name in args.models:
             row = {'model': name, 'size': size}
             for key in RUNTIMES:
-                median, iqr = spread(times[(name, key)])
-                row[f'{key}_ms'], row[f'{key}_iqr'] = round(median, 1), round(iqr, 1)
+                if (name, key) in times:
+                    median, iqr = spread(times[(name, key)])
+                    row[f'{key}_ms'], row[f'{key}_iqr'] = round(median, 1), round(iqr, 1)
+            row['xnnpack_partitions'] = ' '.join(f'{k[7:]}:{n}' for k, n in partitions[(name, size)].items())
             rows.append(row)
     report(rows, args, out, defaults, tf)
     return 0
@@ -158,26 +183,32 @@ def report(rows, args, out, defaults, tf):
                f'tensorflow {tf.__version__}, ai-edge-litert {ai_edge_litert.__version__}, openvino '
                f'{openvino.__version__} (default precision: {", ".join(sorted(defaults))}), onnxruntime '
                f'{onnxruntime.__version__}')
-    columns = ['model', 'size'] + [f'{k}_{s}' for k in RUNTIMES for s in ('ms', 'iqr')]
+    columns = ['model', 'size'] + [f'{k}_{s}' for k in RUNTIMES for s in ('ms', 'iqr')] + ['xnnpack_partitions']
     with open(out / 'benchmark_edge.csv', 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     (out / 'benchmark_edge.json').write_text(json.dumps({'machine': machine, 'rows': rows}, indent=1))
-    header = ['model', 'size'] + RUNTIMES
+    cell = lambda r, k: f"{r[f'{k}_ms']} ±{r[f'{k}_iqr']}" if f'{k}_ms' in r else '-'  # noqa: E731
+    header = ['model', 'size'] + RUNTIMES + ['XNNPACK partitions']
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-    lines += ['| ' + ' | '.join([r['model'], str(r['size'])] + [f"{r[f'{k}_ms']} ±{r[f'{k}_iqr']}" for k in RUNTIMES])
+    lines += ['| ' + ' | '.join([r['model'], str(r['size'])] + [cell(r, k) for k in RUNTIMES] + [r['xnnpack_partitions']])
               + ' |' for r in rows]
     by = {(r['model'], r['size']): r for r in rows}
     ratios = []
     for ours, stock, target in TARGETS:
         for size in args.sizes:
             if (ours, size) in by and (stock, size) in by:
-                parts = [f"{k} {by[(ours, size)][f'{k}_ms'] / by[(stock, size)][f'{k}_ms']:.2f}" for k in RUNTIMES]
-                missed = [k for k in TARGET_RUNTIMES
-                          if by[(ours, size)][f'{k}_ms'] / by[(stock, size)][f'{k}_ms'] > target]
+                a, b = by[(ours, size)], by[(stock, size)]
+                ratio = {k: a[f'{k}_ms'] / b[f'{k}_ms'] for k in RUNTIMES if f'{k}_ms' in a and f'{k}_ms' in b}
+                missed = [k for k in TARGET_RUNTIMES if ratio[k] > target]
                 ratios.append(f'{ours}/{stock} @{size} (target <= {target} in {" and ".join(TARGET_RUNTIMES)}): '
-                              + ', '.join(parts) + (f'  MISSED: {", ".join(missed)}' if missed else '  met'))
+                              + ', '.join(f'{k} {v:.2f}' for k, v in ratio.items())
+                              + (f'  MISSED: {", ".join(missed)}' if missed else '  met'))
+    for (name, size), r in by.items():
+        if 'tflite_int8_full_ms' in r:
+            ratios.append(f'{name} @{size}: int8 with float attention / full-integer int8 = '
+                          f"{r['tflite_int8_ms'] / r['tflite_int8_full_ms']:.2f}")
     text = '\n'.join([f'machine: {machine}', 'latency: ms, median ±IQR, batch 1', *lines, '', *ratios])
     (out / 'benchmark_edge.md').write_text(text + '\n')
     print('\n' + text)

@@ -1,5 +1,5 @@
-"""Shared test helpers: perturbing weights so that a wrong BN, scale or residual cannot hide, checkpoints,
-pristine copies of the YOLOv5 tree."""
+"""Shared test helpers: perturbing weights so that a wrong BN, scale or residual cannot hide, peaking the
+attention so that a wrong attention cannot hide, checkpoints, pristine copies of the YOLOv5 tree."""
 import contextlib
 import shutil
 
@@ -27,6 +27,83 @@ def perturb_(module, seed=0):
     return module
 
 
+@torch.no_grad()
+def calibrate_batchnorm_(model, x, seed=0):
+    """Give every BatchNorm the statistics of its input on the batch `x` and an affine weight in
+    [0.5, 1.5] (in place; eval mode after): a perturbed detector whose outputs depend on its input.
+
+    With `perturb_` alone a detector is constant: its head's BNs (weights 0.1-0.3, statistics that
+    do not match their inputs) shrink the signal layer after layer until the outputs are the biases,
+    the same for every image, and a parity test of such a model compares constants. Statistics
+    measured here are still far from the defaults (0 and 1), so a BN that is folded wrongly shows.
+    """
+    g = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average: one batch sets the statistics exactly
+        bn.weight.copy_(torch.rand(bn.weight.shape, generator=g) + 0.5)
+    model.train()(x)
+    for bn, momentum in zip(norms, momenta):
+        bn.momentum = momentum
+    return model.eval()
+
+
+PEAKED_SPREAD = 4.0
+
+
+@torch.no_grad()
+def peak_attention_(model, x, spread=PEAKED_SPREAD):
+    """Scale each Mobile MQA block's query and key projections (in place) so that, on input `x`, its
+    attention logits spread across the keys by `spread` (their std over keys, averaged over queries).
+
+    Perturbed or freshly initialised weights give logits that barely vary (spread ~0.1), so every
+    query averages all keys and attention bugs (a wrong head layout, a lost scale, even the mean of
+    v in place of attention) stay below 1e-5. With spread 4 the mean top attention weight is
+    0.1-0.8 per block over 100 keys, as in a trained model, and those bugs are plain.
+    Returns the model; `model(x)` must run it (a detector, a stage, or nn.Sequential of stages).
+    """
+    from yolov5_mnv4.attention import MobileMultiQueryAttention
+
+    def peak(block, args):
+        q, k, _ = block.queries_keys_values(args[0])
+        logits = (q * block.scale).matmul(k.transpose(-1, -2))
+        factor = (spread / logits.std(-1).mean().item()) ** 0.5
+        block.query.weight.mul_(factor)
+        block.key.weight.mul_(factor)
+
+    blocks = [m for m in model.modules() if isinstance(m, MobileMultiQueryAttention)]
+    assert blocks, 'the model has no attention block to peak'
+    handles = [block.register_forward_pre_hook(peak) for block in blocks]
+    try:
+        model.eval()(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return model
+
+
+@torch.no_grad()
+def residual_branches(model, x, is_block, modules=None):
+    """model(x), and what each block of `modules` (default: model) for which `is_block(module)` holds
+    adds to its input (y - x), in forward order: for attention blocks, the attention branch."""
+    branches = []
+    handles = [m.register_forward_hook(lambda m, args, out: branches.append(out - args[0]))
+               for m in (modules or model).modules() if is_block(m)]
+    try:
+        out = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out, branches
+
+
+def relative_error(got, ref):
+    """max |got - ref| over max |ref|: for an attention branch, its error against its own size."""
+    return float(abs(got - ref).max() / abs(ref).max())
+
+
 def max_abs_diff(a, b):
     return max((x - y).abs().max().item() for x, y in zip(a, b))
 
@@ -49,12 +126,18 @@ def write_checkpoint(model, path):
     return path
 
 
-def save_detector_checkpoint(yolo, cfg, path, nc=80, seed=0):
-    """A checkpoint like train.py's (fp16 model with nc and names) of a perturbed, untrained detector."""
+def save_detector_checkpoint(yolo, cfg, path, nc=80, seed=0, peaked_at=None):
+    """A checkpoint like train.py's (fp16 model with nc and names) of a perturbed, untrained detector
+    whose outputs depend on its input (`calibrate_batchnorm_`); with `peaked_at=size` its attention
+    is peaked (`peak_attention_`) on a random size x size image."""
     with keeping_default_act(yolo):
         torch.manual_seed(seed)
         model = yolo.DetectionModel(str(cfg), nc=nc)
     perturb_(model, seed)
+    x = torch.rand(2, 3, peaked_at or 160, peaked_at or 160, generator=torch.Generator().manual_seed(seed))
+    calibrate_batchnorm_(model, x, seed)
+    if peaked_at:
+        peak_attention_(model, x[:1])
     model.nc, model.names = nc, {i: f'class{i}' for i in range(nc)}
     return write_checkpoint(model, path)
 

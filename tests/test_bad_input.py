@@ -130,3 +130,37 @@ def test_bad_pretrained_files(yolo, tmp_path, monkeypatch, case, name, content, 
     message = str(raised.value)
     assert '\n' not in message.strip()
     assert re.fullmatch(pattern.format(path=re.escape(str(path))), message), message
+
+
+# (id, arguments of yolov5-mnv4-export after --weights <a file>, message on stderr)
+EXPORT_CASES = [
+    ('int8-without-data', ['--include', 'tflite', '--int8'], '--int8 calibrates on images: pass --data data.yaml'),
+    ('missing-data', ['--int8', '--data', 'nowhere.yaml'], '--data nowhere.yaml: no such file'),
+    ('odd-size', ['--img', '300'], '--img (300, 300): sizes must be multiples of 32'),
+    ('three-sizes', ['--img', '320', '320', '320'], '--img takes one size or two (height width)'),
+    ('unknown-format', ['--include', 'ncnn'], "argument --include: invalid choice: 'ncnn'"),
+]
+
+
+@pytest.mark.parametrize('case, args, message', EXPORT_CASES, ids=[c[0] for c in EXPORT_CASES])
+def test_bad_export_arguments(tmp_path, capsys, case, args, message):
+    """Refused before TensorFlow or YOLOv5 is imported, naming the option."""
+    from yolov5_mnv4.export import main
+    weights = tmp_path / 'best.pt'
+    weights.write_bytes(b'')
+    with pytest.raises(SystemExit) as exit_:
+        main(['--weights', str(weights), *args])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_export_names_a_missing_weights_file_and_a_folder_that_is_not_yolov5(tmp_path, capsys, monkeypatch):
+    from yolov5_mnv4.export import main
+    with pytest.raises(SystemExit):
+        main(['--weights', str(tmp_path / 'best.pt')])
+    assert f'--weights {tmp_path / "best.pt"}: no such file' in capsys.readouterr().err
+    weights = tmp_path / 'best.pt'
+    weights.write_bytes(b'')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=r'yolov5-mnv4-export: the current folder .* is not a YOLOv5 tree'):
+        main(['--weights', str(weights)])

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from helpers import max_abs_diff, perturb_
+from helpers import max_abs_diff, peak_attention_, perturb_, relative_error, residual_branches
 from yolov5_mnv4 import VARIANTS, MobileNetV4
 from yolov5_mnv4.attention import MobileMultiQueryAttention
 from yolov5_mnv4.blocks import UniversalInvertedBottleneck
@@ -152,20 +152,66 @@ def test_pickle_deepcopy_and_trace(name):
         assert max_abs_diff(ref, traced(x)) < 1e-4
 
 
-@pytest.mark.parametrize('name', ['conv_small', 'hybrid_medium', 'hybrid_large'])
-def test_onnx_export_matches_eager(name, tmp_path):
-    ort = pytest.importorskip('onnxruntime', reason='onnxruntime is in the test extra')
-    pytest.importorskip('onnx', reason='onnx is in the test extra')
-    model = perturb_(MobileNetV4(name)).eval().fuse()
-    x = torch.randn(1, 3, 160, 128)
-    path = tmp_path / f'{name}.onnx'
-    torch.onnx.export(model, (x,), str(path), opset_version=12, dynamo=False,
-                      input_names=['images'], output_names=['p2', 'p3', 'p4', 'p5'])
-    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    outputs = session.run(None, {'images': x.numpy()})
+class WithAttentionBranches(nn.Module):
+    """A MobileNetV4 whose outputs are its /4../32 features and then every attention branch (y - x),
+    so that an ONNX file shows each branch."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        out, branches = residual_branches(self.model, x, lambda m: isinstance(m, MobileMultiQueryAttention))
+        return (*out, *branches)
+
+
+def onnx_errors(model, x, path):
+    """(max abs error of the features, worst relative error of an attention branch): ONNX Runtime
+    running torch.onnx.export's file against eager PyTorch."""
+    import onnxruntime as ort
+    wrapped = WithAttentionBranches(model).eval()  # export restores the mode it finds, on every child
+    torch.onnx.export(wrapped, (x,), str(path), opset_version=12, dynamo=False, input_names=['images'])
+    outputs = ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(None, {'images': x.numpy()})
     with torch.no_grad():
-        ref = model(x)
-    assert max_abs_diff(ref, [torch.from_numpy(o) for o in outputs]) < 1e-4
+        ref = wrapped(x)
+    features = max_abs_diff(ref[:4], [torch.from_numpy(o) for o in outputs[:4]])
+    branch = max((relative_error(o, r.numpy()) for o, r in zip(outputs[4:], ref[4:])), default=0.0)
+    return features, branch
+
+
+ONNX_CASES = [('conv_small', 'perturbed'), ('hybrid_medium', 'perturbed'), ('hybrid_medium', 'peaked'),
+              ('hybrid_large', 'peaked')]
+
+
+@pytest.mark.parametrize('name, weights', ONNX_CASES, ids=[f'{n}-{w}' for n, w in ONNX_CASES])
+def test_onnx_export_matches_eager(name, weights, tmp_path):
+    """The exported (explicit) attention against eager's fused kernel, branch by branch."""
+    pytest.importorskip('onnxruntime', reason='onnxruntime is in the test extra')
+    pytest.importorskip('onnx', reason='onnx is in the test extra')
+    model = perturb_(MobileNetV4(name)).eval()
+    x = torch.randn(1, 3, 160, 128, generator=torch.Generator().manual_seed(0))
+    if weights == 'peaked':
+        peak_attention_(model, x)
+    features, branch = onnx_errors(model.fuse(), x, tmp_path / f'{name}.onnx')
+    print(f'{name} ({weights}): features max abs {features:.2g}, worst attention branch {branch:.2g}')
+    assert features < 1e-4 and branch <= 1e-4
+
+
+@pytest.mark.parametrize('bug', ['no-scale', 'mean-of-values'])
+def test_onnx_bounds_reject_a_broken_explicit_attention(bug, monkeypatch, tmp_path):
+    """Negative controls: a wrong explicit attention (what exports run) fails the ONNX test's bounds."""
+    pytest.importorskip('onnxruntime', reason='onnxruntime is in the test extra')
+    from yolov5_mnv4 import attention
+    explicit = attention.attend_explicit
+    broken = {'no-scale': lambda q, k, v, scale: explicit(q, k, v, 1.0),
+              'mean-of-values': lambda q, k, v, scale: v.mean(dim=2, keepdim=True).expand(*q.shape[:3], v.shape[-1])}
+    model = perturb_(MobileNetV4('hybrid_medium')).eval()
+    x = torch.randn(1, 3, 160, 128, generator=torch.Generator().manual_seed(0))
+    peak_attention_(model, x)
+    monkeypatch.setattr(attention, 'attend_explicit', broken[bug])
+    features, branch = onnx_errors(model.fuse(), x, tmp_path / 'broken.onnx')
+    print(f'{bug}: features max abs {features:.2g}, worst attention branch {branch:.2g}')
+    assert branch > 1e-4
 
 
 def test_channels_last_execution_changes_no_value():

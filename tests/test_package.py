@@ -173,10 +173,10 @@ print('torch imported:', 'torch' in sys.modules, 'seconds: %.3f' % (time.perf_co
     assert proc.returncode == 0 and 'torch imported: False' in proc.stdout, proc.stdout + proc.stderr
     cli = 'from yolov5_mnv4.__main__ import main; sys.exit(main(sys.argv[1:]))'
     helped = run_installed(installed, cli, '--help', cwd=tmp_path)
-    for command in ('apply', 'convert', 'demo', 'offline', 'check'):
+    for command in ('apply', 'convert', 'export', 'demo', 'offline', 'check'):
         assert f'\n  {command} ' in helped.stdout, helped.stdout
     from yolov5_mnv4 import __version__
-    for command in ('apply', 'convert', 'demo', 'offline', 'check'):
+    for command in ('apply', 'convert', 'export', 'demo', 'offline', 'check'):
         version = run_installed(installed, cli, command, '--version', cwd=tmp_path)
         assert version.returncode == 0 and version.stdout.strip().endswith(f'yolov5-mnv4 {__version__}'), version
     bad = run_installed(installed, cli, 'aply', cwd=tmp_path)

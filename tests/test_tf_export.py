@@ -4,6 +4,7 @@ GraphDef, TFLite (fp16, int8) and EdgeTPU input, with parity against the fused P
 Needs the `edge` extra (tensorflow-cpu, ai-edge-litert). Without it these tests skip, saying so,
 except where MNV4_REQUIRE_EDGE=1 (set by scripts/test.sh, so CI), where that is a failure.
 """
+import copy
 import os
 import subprocess
 import sys
@@ -13,7 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import perturb_, save_detector_checkpoint
+from broken_keras import BUG_VARIANTS
+from broken_keras import install as install_bug
+from helpers import peak_attention_, perturb_, relative_error, save_detector_checkpoint
 from yolov5_mnv4.integration import is_registered
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,47 +51,100 @@ def tf():
     return _tensorflow()
 
 
-def _real_images(n, size=IMG):
+def _real_images(n, size=IMG, data=None):
     import cv2
-    files = sorted((coco() / 'images' / 'val2017').glob('*.jpg'))[:n]
+    files = sorted(((data or coco()) / 'images' / 'val2017').glob('*.jpg'))[:n]
     return [cv2.resize(cv2.imread(str(f)), (size, size))[:, :, ::-1].astype(np.float32) / 255 for f in files]
 
 
-def assert_close(got, ref, what, rtol=1e-3, atol=1e-4):
-    """|got - ref| <= rtol * |ref| + atol everywhere; returns the worst relative error seen."""
-    err = np.abs(got - ref)
-    worst = float((err / (np.abs(ref) + atol / rtol)).max())
-    bad = err > rtol * np.abs(ref) + atol
-    assert not bad.any(), (f'{what}: {bad.sum()} of {bad.size} values off by more than {rtol} relative '
-                           f'(max abs {err.max():.3g}, worst relative {worst:.3g})')
-    return worst
+BOX_BOUND = 2e-4  # max abs error of xywh over the largest |xywh| (measured 1.6e-5 to 2.7e-5 in fp32)
+SCORE_BOUND = 2e-4  # max abs error of the scores, which lie in [0, 1] (measured 2.6e-5 to 4.1e-5)
+
+
+def assert_detector_close(got, ref, what):
+    """A detector's outputs (PyTorch layout) within the fp32 bounds: boxes against their own scale,
+    scores absolutely (mixed, the pixel-sized boxes would hide any score error). Returns both errors."""
+    boxes = float(np.abs(got[..., :4] - ref[..., :4]).max() / np.abs(ref[..., :4]).max())
+    scores = float(np.abs(got[..., 4:] - ref[..., 4:]).max())
+    assert boxes <= BOX_BOUND and scores <= SCORE_BOUND, \
+        f'{what}: boxes off by {boxes:.3g} of their scale (bound {BOX_BOUND}), scores by {scores:.3g} (bound {SCORE_BOUND})'
+    return boxes, scores
 
 
 # --- the Keras stages, every variant, without YOLOv5 --------------------------------------------
 
-@pytest.mark.parametrize('variant', ['conv_small', 'conv_medium', 'conv_large', 'hybrid_medium', 'hybrid_large'])
-def test_keras_stages_equal_the_torch_stages(tf, variant):
+STAGE_BOUND = 1e-5  # max abs error of each stage's output over its max abs value (measured: 6e-7 to 9e-7)
+BRANCH_BOUND = 1e-4  # max abs error of each attention branch (y - x of an MQA block) over its own max
+WEIGHTS = ['perturbed', 'peaked']  # peaked: trained-like attention (helpers.peak_attention_)
+
+
+def torch_stages(variant, weights, x):
+    """All five stages of `variant`, perturbed (every BN, bias and layer scale off its default), and with
+    `weights='peaked'` their attention peaked on `x` too. Unfused: the Keras stage fuses a copy."""
     from yolov5_mnv4.integration import MobileNetV4Stage
     from yolov5_mnv4.specs import get_variant
-    from yolov5_mnv4.tf_layers import TFMobileNetV4Stage
 
     widths = get_variant(variant).stage_out_channels()
     torch.manual_seed(0)
     stages = [MobileNetV4Stage(3 if i == 0 else widths[i - 1], c, variant, i) for i, c in enumerate(widths)]
     for stage in stages:
         perturb_(stage, seed=stage.index).eval()
-    x = torch.rand(1, 3, 96, 160)  # /32 is 3x5: odd sizes where TF's 'same' padding would differ
-    keras_x = tf.constant(x.permute(0, 2, 3, 1).numpy())
-    for stage in stages:  # unfused on purpose: the Keras stage fuses a copy and leaves this one alone
+    if weights == 'peaked':
+        peak_attention_(torch.nn.Sequential(*stages), x)
+    return stages
+
+
+def keras_stage_errors(tf, variant, weights):
+    """{check: worst error} of the Keras stages against the PyTorch ones on one input: each stage's
+    output (the Keras chain fed its own outputs) and each attention branch (Keras and the fused
+    PyTorch block fed the same input), errors relative to the compared tensor's own size."""
+    from yolov5_mnv4.attention import MobileMultiQueryAttention
+    from yolov5_mnv4.model import fuse_blocks
+    from yolov5_mnv4.tf_layers import TFMobileNetV4Stage
+
+    x = torch.rand(1, 3, 96, 160, generator=torch.Generator().manual_seed(1))  # /32 is 3x5: odd sizes
+    stages = torch_stages(variant, weights, x)
+    nhwc = lambda t: t.permute(0, 2, 3, 1).numpy()  # noqa: E731
+    keras_x, errors = tf.constant(nhwc(x)), {'stage': 0.0, 'attention branch': 0.0}
+    for stage in stages:
         keras_stage = TFMobileNetV4Stage(None, None, variant, stage.index, w=stage)
         with torch.no_grad():
-            x = stage(x)
+            for block, keras_block in zip(fuse_blocks(copy.deepcopy(stage)), keras_stage.blocks):
+                y = block(x)
+                if isinstance(block, MobileMultiQueryAttention):
+                    branch = keras_block(tf.constant(nhwc(x))).numpy() - nhwc(x)
+                    errors['attention branch'] = max(errors['attention branch'],
+                                                     relative_error(branch, nhwc(y - x)))
+                x = y
         keras_x = keras_stage(keras_x)
-        ref = x.permute(0, 2, 3, 1).numpy()
-        scale = np.abs(ref).max()
-        err = np.abs(keras_x.numpy() - ref).max()
-        assert err <= 1e-4 * scale, f'{variant} stage {stage.index}: max abs {err:.3g} at scale {scale:.3g}'
+        errors['stage'] = max(errors['stage'], relative_error(keras_x.numpy(), nhwc(x)))
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in stages[1].modules()), 'the torch stage was fused in place'
+    return errors
+
+
+def assert_keras_stages_equal_torch(errors, variant, weights):
+    print(f'{variant} ({weights}) Keras vs PyTorch: ' + ', '.join(f'{k} {v:.2g}' for k, v in errors.items()))
+    assert errors['stage'] <= STAGE_BOUND, f'{variant} ({weights}): a stage is off by {errors["stage"]:.3g}'
+    assert errors['attention branch'] <= BRANCH_BOUND, \
+        f'{variant} ({weights}): an attention branch is off by {errors["attention branch"]:.3g} of its size'
+
+
+@pytest.mark.parametrize('weights', WEIGHTS)
+@pytest.mark.parametrize('variant', ['conv_small', 'conv_medium', 'conv_large', 'hybrid_medium', 'hybrid_large'])
+def test_keras_stages_equal_the_torch_stages(tf, variant, weights):
+    if weights == 'peaked' and variant.startswith('conv'):
+        pytest.skip('conv variants have no attention to peak (the perturbed case covers them)')
+    assert_keras_stages_equal_torch(keras_stage_errors(tf, variant, weights), variant, weights)
+
+
+@pytest.mark.parametrize('bug', list(BUG_VARIANTS))
+def test_keras_stage_bounds_reject_each_broken_copy(tf, bug, monkeypatch):
+    """Negative controls: every deliberately broken Keras copy fails the stage test's bounds."""
+    variant = BUG_VARIANTS[bug]
+    weights = 'peaked' if variant.startswith('hybrid') else 'perturbed'
+    install_bug(bug, monkeypatch)
+    with pytest.raises(AssertionError):
+        assert_keras_stages_equal_torch(keras_stage_errors(tf, variant, weights), f'{variant} with {bug}', weights)
 
 
 def test_keras_stage_refuses_another_stage(tf):
@@ -112,8 +168,11 @@ def test_models_tf_is_registered_when_imported_after_models_yolo(tf, yolo):
         models.tf.activations(nn.Tanh())  # anything else still goes to YOLOv5's own mapping
 
 
-def test_pypi_yolov5_package_registers_models_tf(tf, offline, tmp_path):
-    """The PyPI `yolov5` layout: `import yolov5_mnv4`, then yolov5.models.tf builds our Keras model."""
+@pytest.mark.parametrize('keras', ['keras3', 'tf-keras'])
+def test_pypi_yolov5_package_registers_models_tf(tf, offline, tmp_path, keras):
+    """The PyPI `yolov5` layout: `import yolov5_mnv4`, then yolov5.models.tf builds our Keras model of
+    a hybrid, equal to PyTorch, under Keras 3 and under Keras 2 (tf-keras, TF_USE_LEGACY_KERAS=1:
+    what YOLOv5's --nms exports need)."""
     code = f'''
 import numpy as np, torch, yolov5_mnv4
 from yolov5.models.yolo import DetectionModel
@@ -133,9 +192,27 @@ got = to_torch_layout((got[0] if isinstance(got, (list, tuple)) else got).numpy(
 print('max abs', np.abs(got - ref).max(), 'scale', np.abs(ref).max())
 assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
 '''
-    result = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env={**os.environ, **offline},
-                            capture_output=True, text=True, timeout=600)
+    legacy = {'TF_USE_LEGACY_KERAS': '1' if keras == 'tf-keras' else '0'}
+    result = subprocess.run([sys.executable, '-c', code + 'from yolov5_mnv4.tf_layers import keras\n'
+                             f'assert keras.layers.Layer.__module__.startswith("tf_keras") == {keras == "tf-keras"}\n'], cwd=tmp_path,
+                            env={**os.environ, **offline, **legacy}, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+
+def test_per_tensor_int8_is_warned_about(tf, yolo, monkeypatch, caplog):
+    """master's `export.py --int8 --per-tensor` would quantize our folded convs with one scale each."""
+    import logging
+
+    import models.tf
+    from yolov5_mnv4.integration import PER_TENSOR_WARNING
+    monkeypatch.setattr(models.tf, 'LOGGER', logging.getLogger('yolov5_mnv4.test'), raising=False)
+    model = yolo.DetectionModel(str(REPO / 'models' / 'yolov5-mnv4-conv-s.yaml')).eval().fuse().requires_grad_(False)
+    for argv, warned in ((['export.py', '--int8'], False), (['export.py', '--int8', '--per-tensor'], True)):
+        monkeypatch.setattr(sys, 'argv', argv)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            models.tf.TFModel(cfg=model.yaml, model=model, nc=80, imgsz=(64, 64))
+        assert (PER_TENSOR_WARNING in caplog.text) == warned, argv
 
 
 # --- the stock export.py -----------------------------------------------------------------------
@@ -148,10 +225,13 @@ def run_yolov5(yolov5_dir, offline, script, *args, env=None, timeout=900):
 
 @pytest.fixture(scope='module', params=PARITY_CONFIGS)
 def exported(request, tf, yolo, yolov5_dir, offline, tmp_path_factory):
-    """A perturbed (so that no BN or bias hides) detector, through `export.py --include saved_model pb tflite`."""
+    """A perturbed detector (no BN or bias hides; BN statistics from real activations, so that the
+    outputs depend on the image; hybrids with peaked attention), through `export.py --include
+    saved_model pb tflite`."""
     cfg = request.param
     weights = tmp_path_factory.mktemp(cfg.replace('.yaml', '')) / 'model.pt'
-    save_detector_checkpoint(yolo, yolov5_dir / 'models' / 'mnv4' / cfg, weights)
+    save_detector_checkpoint(yolo, yolov5_dir / 'models' / 'mnv4' / cfg, weights,
+                             peaked_at=IMG if 'hybrid' in cfg else None)
     rc, log = run_yolov5(yolov5_dir, offline, 'export.py', '--weights', weights, '--include', 'saved_model', 'pb',
                          'tflite', '--img', IMG, '--device', 'cpu')
     assert rc == 0 and 'export failure' not in log, log[-4000:]
@@ -186,8 +266,53 @@ def test_savedmodel_and_tflite_fp32_equal_pytorch(exported, tmp_path):
                'TFLite fp32': TFLiteModel(fp32_tflite_from_saved_model(saved_model, tmp_path / 'fp32.tflite'))}
     for name, run in runners.items():
         got = np.concatenate([to_torch_layout(run(im[None]), detect.stride, detect.na, (IMG, IMG)) for im in images])
-        worst = assert_close(got, ref, f'{cfg} {name}')
-        print(f'{cfg} {name} vs fused PyTorch, random + 2 real images: worst relative error {worst:.2e}')
+        boxes, scores = assert_detector_close(got, ref, f'{cfg} {name}')
+        print(f'{cfg} {name} vs fused PyTorch, random + 2 real images: boxes {boxes:.2g} of their scale, '
+              f'scores {scores:.2g}')
+
+
+def keras_detector_outputs(model, images, size=IMG):
+    """The Keras copy of `model` that export.py builds (models/tf.py's TFModel), in PyTorch's layout."""
+    from yolov5_mnv4.edge import to_torch_layout
+    from yolov5_mnv4.export import keras_detector
+    detect = model.model[-1]
+    keras_model = keras_detector(model, (size, size))
+    return np.concatenate([to_torch_layout(keras_model(im[None]).numpy(), detect.stride, detect.na, (size, size))
+                           for im in images])
+
+
+BUG_CONFIGS = {'hybrid_medium': 'yolov5-mnv4-hybrid-m.yaml', 'conv_small': 'yolov5-mnv4-conv-s.yaml'}
+DETECTOR_BUGS = [bug for bug, variant in BUG_VARIANTS.items() if variant in BUG_CONFIGS]
+
+
+@pytest.fixture(scope='module')
+def detectors(yolo, yolov5_dir, tmp_path_factory):
+    """{config: fused PyTorch model}, built as the `exported` fixture builds them (without export.py)."""
+    from models.experimental import attempt_load
+    work, models = tmp_path_factory.mktemp('detectors'), {}
+
+    def get(cfg):
+        if cfg not in models:
+            weights = save_detector_checkpoint(yolo, yolov5_dir / 'models' / 'mnv4' / cfg, work / f'{cfg}.pt',
+                                               peaked_at=IMG if 'hybrid' in cfg else None)
+            models[cfg] = attempt_load(weights, device='cpu', fuse=True).eval()
+        return models[cfg]
+    return get
+
+
+@pytest.mark.parametrize('bug', DETECTOR_BUGS)
+def test_detector_parity_bounds_reject_each_broken_copy(tf, detectors, bug, monkeypatch):
+    """Negative controls of the SavedModel / TFLite fp32 parity test: its images and bounds reject
+    the Keras detector (what export.py converts) of the same weights with each bug in."""
+    cfg = BUG_CONFIGS[BUG_VARIANTS[bug]]
+    model = detectors(cfg)
+    images = [np.random.default_rng(0).random((IMG, IMG, 3), dtype=np.float32)] + _real_images(2)
+    ref = torch_outputs(model, images)
+    assert_detector_close(keras_detector_outputs(model, images), ref, f'{cfg} Keras')  # without the bug: passes
+    install_bug(bug, monkeypatch)
+    with pytest.raises(AssertionError) as failure:
+        assert_detector_close(keras_detector_outputs(model, images), ref, f'{cfg} with {bug}')
+    print(str(failure.value).split('\n')[0])
 
 
 def test_stock_fp16_tflite_is_close_to_pytorch(exported):
@@ -200,9 +325,13 @@ def test_stock_fp16_tflite_is_close_to_pytorch(exported):
     run = TFLiteModel(f'{weights.with_suffix("")}-fp16.tflite')
     got = np.concatenate([to_torch_layout(run(im[None]), detect.stride, detect.na, (IMG, IMG)) for im in images])
     err = np.abs(got - ref)
-    print(f'{cfg} TFLite fp16 weights vs PyTorch: max abs xywh {err[..., :4].max():.3g} px, '
-          f'scores {err[..., 4:].max():.3g}')
-    assert err[..., :4].max() < 1.0 and err[..., 4:].max() < 0.02, 'fp16 weights moved the outputs too far'
+    boxes = err[..., :4].max() / np.abs(ref[..., :4]).max()
+    print(f'{cfg} TFLite fp16 weights vs PyTorch: xywh {boxes:.3g} of their scale (max abs '
+          f'{err[..., :4].max():.3g} px), scores {err[..., 4:].max():.3g}')
+    # Measured 0.046-0.077 and 0.040-0.063: these untrained detectors amplify small weight changes
+    # about 100-fold (fp32's own rounding gives 2e-5), and fp16 rounds each weight by up to 5e-4.
+    # The broken Keras copies are off by 0.65-1.2 and 0.85-0.97 (test_detector_parity_bounds_...).
+    assert boxes < 0.2 and err[..., 4:].max() < 0.15, 'fp16 weights moved the outputs too far'
 
 
 @pytest.mark.parametrize('exported', PARITY_CONFIGS[:1], indirect=True)
@@ -276,34 +405,83 @@ def matched(reference, other, iou=0.5):
     return hits
 
 
-def test_int8_tflite_detections_agree_with_fp32(int8_export):
+def score_snr_db(outputs, refs, detect, size):
+    """Per output level, the signal-to-noise ratio (dB) of the scores (objectness and classes) of
+    `outputs` against `refs` (PyTorch layout, one row block per image), averaged over the images.
+
+    Scores, not boxes: int8 keeps a trained model's scores within ~24 dB of fp32 on every level but
+    its large-anchor boxes at P5 within ~5 dB (the TF Detect's wh arithmetic runs in int8), where a
+    broken graph moves boxes less than that and scores much more (measured, tests/data/README.md)."""
+    from yolov5_mnv4.edge import level_snr_db
+    return np.mean([level_snr_db(o[None, :, 4:], r[None, :, 4:], detect.stride, detect.na, (size, size))
+                    for o, r in zip(outputs, refs)], axis=0)
+
+
+def detection_agreement(outputs, refs):
+    """(recall, precision, reference boxes): boxes after NMS (conf 0.1) of `outputs` matching those of
+    `refs` (same class, IoU >= 0.5, one to one)."""
+    ref_boxes = got_boxes = hits = 0
+    for got, ref in zip(outputs, refs):
+        ref_det, got_det = nms(ref[None]), nms(got[None])
+        ref_boxes, got_boxes, hits = ref_boxes + len(ref_det), got_boxes + len(got_det), hits + matched(ref_det, got_det)
+    return hits / max(ref_boxes, 1), hits / max(got_boxes, 1), ref_boxes
+
+
+INT8_SCORE_SNR_DB = 16.0  # every level; measured 24.2 / 24.2 / 24.7 dB, 'same-padding' 7.7 / 9.0 / 12.2
+
+
+def check_int8_fidelity(outputs, refs, detect, what):
+    """The int8 test's bounds on the trained Conv-S-ReLU detector at IMG, against its fp32 TFLite."""
+    snr = score_snr_db(outputs, refs, detect, IMG)
+    recall, precision, ref_boxes = detection_agreement(outputs, refs)
+    score_error = float(np.abs(outputs[..., 4:] - refs[..., 4:]).mean())
+    print(f'{what} vs fp32 TFLite on {len(refs)} val images of {coco().name} at {IMG}: score SNR per level '
+          + ' / '.join(f'{db:.1f}' for db in snr) + f' dB; detections (conf 0.1, same class, IoU >= 0.5): '
+          f'recall {recall:.3f} of {ref_boxes} fp32 boxes, precision {precision:.3f}; mean abs score error {score_error:.4f}')
+    assert ref_boxes >= 30, 'the trained model should find boxes on these images'
+    assert min(snr) >= INT8_SCORE_SNR_DB, f'{what}: score SNR {min(snr):.1f} dB < {INT8_SCORE_SNR_DB} on a level'
+    assert score_error < 0.005
+    # Measured 0.42 / 0.21 on the shipped images: a weak model's scores sit at the threshold, where
+    # int8's small shifts move boxes across it. (A one-pixel padding bug keeps these: the SNR catches it.)
+    assert recall >= 0.25 and precision >= 0.08
+
+
+@pytest.fixture(scope='module')
+def int8_reference(int8_export, tmp_path_factory):
+    """The trained detector (fused PyTorch), the val images and the outputs of its fp32 TFLite."""
     from models.experimental import attempt_load
+    from yolov5_mnv4.edge import TFLiteModel, fp32_tflite_from_saved_model, to_torch_layout
+    weights, _, _ = int8_export
+    model = attempt_load(weights, device='cpu', fuse=True).eval()
+    detect = model.model[-1]
+    fp32 = TFLiteModel(fp32_tflite_from_saved_model(f'{weights.with_suffix("")}_saved_model',
+                                                     tmp_path_factory.mktemp('fp32') / 'fp32.tflite'))
+    images = _real_images(64)
+    refs = np.concatenate([to_torch_layout(fp32(im[None]), detect.stride, detect.na, (IMG, IMG)) for im in images])
+    return model, images, refs
+
+
+def test_int8_tflite_agrees_with_fp32_tflite(int8_export, int8_reference):
     from yolov5_mnv4.edge import TFLiteModel, to_torch_layout
 
     weights, _, log = int8_export
     assert 'TensorFlow Lite: export success' in log.replace('\x1b[34m\x1b[1m', '').replace('\x1b[0m', '')
-    model = attempt_load(weights, device='cpu', fuse=True).eval()
+    model, images, refs = int8_reference
     detect = model.model[-1]
     int8 = TFLiteModel(f'{weights.with_suffix("")}-int8.tflite')
     assert int8.quantized, 'the int8 model should take uint8 images'
-    images = _real_images(64)
-    fp32_boxes = int8_boxes = hits = 0
-    score_errors = []
-    for im, ref in zip(images, torch_outputs(model, images)[:, None]):
-        got = to_torch_layout(int8(im[None]), detect.stride, detect.na, (IMG, IMG))
-        score_errors.append(np.abs(got[..., 4:] - ref[..., 4:]).mean())
-        ref_det, got_det = nms(ref), nms(got)
-        fp32_boxes, int8_boxes, hits = fp32_boxes + len(ref_det), int8_boxes + len(got_det), hits + matched(ref_det, got_det)
-    recall, precision = hits / max(fp32_boxes, 1), hits / max(int8_boxes, 1)
-    print(f'int8 TFLite vs fp32 PyTorch, {len(images)} val images of {coco().name} at {IMG}, conf 0.1, same class, '
-          f'IoU >= 0.5: recall {recall:.3f} of {fp32_boxes} fp32 boxes, precision {precision:.3f} of {int8_boxes}; '
-          f'mean abs error of the scores {np.mean(score_errors):.4f}')
-    assert fp32_boxes >= 30, 'the trained model should find boxes on these images'
-    assert np.mean(score_errors) < 0.005
-    # Measured 0.36 / 0.14, and 0.33 / 0.17 for a stock yolov5n trained alike (README, "int8 fidelity"):
-    # a weak model's scores sit at the threshold, where int8's small shifts move boxes across it.
-    # A broken graph (padding, layout, a lost residual) scores near 0.
-    assert recall >= 0.25 and precision >= 0.08
+    outputs = np.concatenate([to_torch_layout(int8(im[None]), detect.stride, detect.na, (IMG, IMG)) for im in images])
+    check_int8_fidelity(outputs, refs, detect, 'int8 TFLite')
+
+
+@pytest.mark.parametrize('bug', ['same-padding', 'no-residual'])
+def test_int8_bounds_reject_broken_fp32_copies(int8_reference, bug, monkeypatch):
+    """Negative controls: the fp32 Keras detector with a bug fails the int8 test's bounds, though
+    the bug costs less than int8 does by other measures (the padding bug keeps recall 0.41)."""
+    model, images, refs = int8_reference
+    install_bug(bug, monkeypatch)
+    with pytest.raises(AssertionError):
+        check_int8_fidelity(keras_detector_outputs(model, images), refs, model.model[-1], f'fp32 Keras with {bug}')
 
 
 def test_edgetpu_fails_only_for_want_of_its_compiler(int8_export):
@@ -334,3 +512,99 @@ def test_stock_val_and_detect_run_the_tf_exports(int8_export, yolov5_dir, offlin
                              '--device', 'cpu', '--project', tmp_path, '--name', 'detect', '--exist-ok')
         assert rc == 0, log[-3000:]
         assert len(list((tmp_path / 'detect').glob('*.jpg'))) == 3
+
+
+# --- int8 with float attention: yolov5-mnv4-export on a hybrid ----------------------------------
+
+HYBRID_IMG = 320
+# Per level, mean over 8 shipped val images, scores against the fp32 model: measured 23.7 / 19.3 /
+# 12.2 dB (a perturbed, untrained network quantizes worse than a trained one); the same weights
+# with 'same-padding' in fp32: 16.9 / 15.2 / 10.4, 'no-residual' 15.6 / 13.7 / 5.7.
+HYBRID_SCORE_SNR_DB = (20.0, 17.0, 8.0)
+
+
+@pytest.fixture(scope='module')
+def hybrid_int8(tf, yolo, yolov5_dir, offline, tmp_path_factory):
+    """`yolov5-mnv4-export --include tflite --int8` of a Hybrid-M detector with peaked attention, at
+    320, calibrated on the shipped images (always those: the bounds were measured on them)."""
+    from yolov5_mnv4.demo import prepare_data
+    work = tmp_path_factory.mktemp('hybrid-int8')
+    data_yaml, _ = prepare_data(COCO64, yolov5_dir, work)
+    weights = save_detector_checkpoint(yolo, yolov5_dir / 'models' / 'mnv4' / 'yolov5-mnv4-hybrid-m.yaml',
+                                       work / 'best.pt', peaked_at=HYBRID_IMG)
+    result = subprocess.run([sys.executable, '-m', 'yolov5_mnv4', 'export', '--weights', weights, '--include',
+                             'tflite', '--int8', '--data', data_yaml, '--img', str(HYBRID_IMG)], cwd=yolov5_dir,
+                            env={**os.environ, **offline}, capture_output=True, text=True, timeout=900)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    print('\n'.join(line for line in log.splitlines() if line.startswith('yolov5-mnv4-export')))
+    return weights, data_yaml, log
+
+
+def test_hybrid_int8_keeps_the_attention_in_float_inside_xnnpack(hybrid_int8):
+    from yolov5_mnv4.edge import TFLiteModel
+    from yolov5_mnv4.tflite_int8 import op_types, xnnpack_partitions
+
+    weights, _, log = hybrid_int8
+    model = TFLiteModel(weights.with_name('best-int8.tflite'))
+    assert model.input['dtype'] == np.uint8, 'stock detect.py / val.py take uint8 int8 models'
+    ops = op_types(model.interpreter)
+    print({op: kinds for op, kinds in sorted(ops.items())})
+    assert ops['BATCH_MATMUL'] == {'float32': 16} and ops['SOFTMAX'] == {'float32': 8}  # 8 blocks, 2 matmuls each
+    assert set(ops['CONV_2D']) == {'int8'} and set(ops['DEPTHWISE_CONV_2D']) == {'int8'}
+    partitions, outside = xnnpack_partitions(model.interpreter)
+    print(f'XNNPACK: {partitions} partitions; outside them: {outside}')
+    assert not {'BATCH_MATMUL', 'SOFTMAX'} & set(outside), 'the attention should run inside XNNPACK'
+    assert 'ops in float: BATCH_MATMUL 16, SOFTMAX 8' in log
+
+
+def check_hybrid_int8_fidelity(outputs, refs, detect, what):
+    snr = score_snr_db(outputs, refs, detect, HYBRID_IMG)
+    print(f'{what} vs fp32 at {HYBRID_IMG}, {len(refs)} val images: score SNR per level '
+          + ' / '.join(f'{db:.1f}' for db in snr) + ' dB')
+    assert all(db >= bound for db, bound in zip(snr, HYBRID_SCORE_SNR_DB)), \
+        f'{what}: score SNR {[round(db, 1) for db in snr]} dB below {HYBRID_SCORE_SNR_DB} on a level'
+
+
+@pytest.fixture(scope='module')
+def hybrid_reference(hybrid_int8):
+    from models.experimental import attempt_load
+    weights, _, _ = hybrid_int8
+    model = attempt_load(weights, device='cpu', fuse=True).eval()
+    images = _real_images(8, HYBRID_IMG, COCO64)
+    return model, images, keras_detector_outputs(model, images, HYBRID_IMG)
+
+
+def test_hybrid_int8_agrees_with_fp32(hybrid_int8, hybrid_reference):
+    from yolov5_mnv4.edge import TFLiteModel, to_torch_layout
+
+    weights, _, _ = hybrid_int8
+    model, images, refs = hybrid_reference
+    detect = model.model[-1]
+    int8 = TFLiteModel(weights.with_name('best-int8.tflite'))
+    outputs = np.concatenate([to_torch_layout(int8(im[None]), detect.stride, detect.na, (HYBRID_IMG, HYBRID_IMG))
+                              for im in images])
+    check_hybrid_int8_fidelity(outputs, refs, detect, 'Hybrid-M int8, float attention')
+
+
+@pytest.mark.parametrize('bug', ['same-padding', 'no-residual'])
+def test_hybrid_int8_bounds_reject_broken_fp32_copies(hybrid_reference, bug, monkeypatch):
+    model, images, refs = hybrid_reference
+    install_bug(bug, monkeypatch)
+    with pytest.raises(AssertionError):
+        check_hybrid_int8_fidelity(keras_detector_outputs(model, images, HYBRID_IMG), refs, model.model[-1],
+                                   f'fp32 Keras with {bug}')
+
+
+def test_stock_detect_runs_the_hybrid_int8(hybrid_int8, yolov5_dir, offline, tmp_path):
+    weights, data_yaml, _ = hybrid_int8
+    source = tmp_path / 'images'
+    source.mkdir()
+    for f in sorted((data_yaml.parent / 'dataset' / 'images' / 'val2017').glob('*.jpg'))[:2]:
+        (source / f.name).write_bytes(f.read_bytes())
+    rc, log = run_yolov5(yolov5_dir, offline, 'detect.py', '--weights', weights.with_name('best-int8.tflite'),
+                         '--source', source, '--img', HYBRID_IMG, '--device', 'cpu', '--project', tmp_path,
+                         '--name', 'detect')
+    assert rc == 0, log[-3000:]
+    assert len(list((tmp_path / 'detect').glob('*.jpg'))) == 2
+

@@ -1,42 +1,89 @@
-"""Our features equal timm's for the same weights, through the key mapping the weight loader uses."""
+"""Our features equal timm's for the same weights, through the key mapping the weight loader uses.
+
+The hybrids are compared twice: with perturbed weights, under which Mobile MQA's attention is near
+uniform (an attention bug barely shows), and with peaked attention (helpers.peak_attention_), each
+attention branch against its own size; a negative control shows that the bound sees a wrong scale.
+"""
 import pytest
 import torch
 
-from helpers import max_abs_diff, perturb_
+from helpers import max_abs_diff, peak_attention_, perturb_, relative_error, residual_branches
 from yolov5_mnv4 import VARIANTS, MobileNetV4
+from yolov5_mnv4.attention import MobileMultiQueryAttention
 from yolov5_mnv4.timm_weights import WeightMappingError, convert_timm_state_dict, timm_key_map
 
 timm = pytest.importorskip('timm', reason='timm is in the test extra (pip install -e .[test])')
 
+BRANCH_BOUND = 1e-4  # max abs error of each attention branch over its own max (measured ~1e-6)
+CASES = [(v, 'perturbed') for v in VARIANTS] + [(v, 'peaked') for v in VARIANTS if v.startswith('hybrid')]
 
-@pytest.fixture(scope='module', params=list(VARIANTS))
+
+def timm_attention_block(module):
+    return type(module).__name__ == 'MobileAttention'  # timm's Mobile MQA block, norm to residual
+
+
+@pytest.fixture(scope='module', params=CASES, ids=[f'{v}-{w}' for v, w in CASES])
 def pair(request):
-    reference = perturb_(timm.create_model(f'mobilenetv4_{request.param}', pretrained=False), seed=3).eval()
-    return request.param, reference
+    """(variant, timm model, our model with the same weights, input)."""
+    name, weights = request.param
+    reference = perturb_(timm.create_model(f'mobilenetv4_{name}', pretrained=False), seed=3).eval()
+    ours = MobileNetV4(name).eval()
+    ours.load_state_dict(convert_timm_state_dict(reference.state_dict(), ours))
+    x = torch.randn(1, 3, 320, 256, generator=torch.Generator().manual_seed(0))
+    if weights == 'peaked':
+        peak_attention_(ours, x)
+        state = ours.state_dict()
+        reference.load_state_dict({theirs: state[key] for key, theirs in timm_key_map(ours).items()}, strict=False)
+    return name, reference, ours, x
+
+
+def compare(reference, ours, x):
+    """(max abs difference of the /4../32 features, worst attention branch error, branch count)."""
+    expected, theirs = residual_branches(
+        lambda t: reference.forward_intermediates(t, indices=[1, 2, 3, 4], extra_blocks=True, intermediates_only=True),
+        x, timm_attention_block, modules=reference)
+    got, mine = residual_branches(ours, x, lambda m: isinstance(m, MobileMultiQueryAttention))
+    assert [tuple(t.shape) for t in got] == [tuple(t.shape) for t in expected]
+    assert len(mine) == len(theirs)
+    branch = max((relative_error(a.numpy(), b.numpy()) for a, b in zip(mine, theirs)), default=0.0)
+    return max_abs_diff(expected, got), branch, len(mine)
 
 
 def test_features_equal_timm(pair):
-    name, reference = pair
-    ours = MobileNetV4(name).eval()
+    name, reference, ours, x = pair
+    features, branch, blocks = compare(reference, ours, x)
+    print(f'{name}: features max abs {features:.2g}, attention branches ({blocks}) worst relative {branch:.2g}')
+    assert features < 1e-5
+    assert branch <= BRANCH_BOUND
+
+
+def test_bound_rejects_a_doubled_attention_scale(monkeypatch):
+    """Negative control: with peaked attention, a logit scale of 2/sqrt(d) fails the branch bound."""
+    reference = perturb_(timm.create_model('mobilenetv4_hybrid_medium', pretrained=False), seed=3).eval()
+    ours = MobileNetV4('hybrid_medium').eval()
     ours.load_state_dict(convert_timm_state_dict(reference.state_dict(), ours))
-    x = torch.randn(1, 3, 320, 256)
-    with torch.no_grad():
-        expected = reference.forward_intermediates(x, indices=[1, 2, 3, 4], extra_blocks=True,
-                                                   intermediates_only=True)
-        got = ours(x)
-    assert [tuple(t.shape) for t in got] == [tuple(t.shape) for t in expected]
-    assert max_abs_diff(expected, got) < 1e-5
+    x = torch.randn(1, 3, 320, 256, generator=torch.Generator().manual_seed(0))
+    peak_attention_(ours, x)
+    state = ours.state_dict()
+    reference.load_state_dict({theirs: state[key] for key, theirs in timm_key_map(ours).items()}, strict=False)
+    for block in ours.modules():
+        if isinstance(block, MobileMultiQueryAttention):
+            monkeypatch.setattr(block, 'scale', block.scale * 2)
+    features, branch, _ = compare(reference, ours, x)
+    print(f'doubled scale: features max abs {features:.2g}, worst attention branch {branch:.2g}')
+    assert branch > BRANCH_BOUND
 
 
-def test_classifier_equals_timm_and_every_key_is_mapped(pair):
-    name, reference = pair
-    ours = MobileNetV4(name, num_classes=1000).eval()
-    mapping = timm_key_map(ours)
-    assert sorted(mapping.values()) == sorted(reference.state_dict())
-    ours.load_state_dict(convert_timm_state_dict(reference.state_dict(), ours, strict_head=True))
-    x = torch.randn(2, 3, 128, 128)
-    with torch.no_grad():
-        assert (reference(x) - ours.classify(x)).abs().max().item() < 1e-4
+def test_classifier_equals_timm_and_every_key_is_mapped():
+    for name in VARIANTS:
+        reference = perturb_(timm.create_model(f'mobilenetv4_{name}', pretrained=False), seed=3).eval()
+        ours = MobileNetV4(name, num_classes=1000).eval()
+        mapping = timm_key_map(ours)
+        assert sorted(mapping.values()) == sorted(reference.state_dict())
+        ours.load_state_dict(convert_timm_state_dict(reference.state_dict(), ours, strict_head=True))
+        x = torch.randn(2, 3, 128, 128)
+        with torch.no_grad():
+            assert (reference(x) - ours.classify(x)).abs().max().item() < 1e-4, name
 
 
 def test_other_variant_is_refused_naming_both():

@@ -64,12 +64,18 @@ class MobileMultiQueryAttention(nn.Module):
     def _downsampler(channels, stride):
         return ConvBNAct(channels, channels, kernel=3, stride=stride, groups=channels) if stride > 1 else nn.Identity()
 
-    def forward(self, x):
+    def queries_keys_values(self, x):
+        """q (B, heads, HW, key_dim) and the shared k (B, 1, P, key_dim), v (B, 1, P, value_dim)."""
         b, _, h, w = x.shape
         normed = self.norm(x)
-        q = self.query(normed).reshape(b, self.heads, self.key_dim, h * w).transpose(2, 3)  # (B, heads, HW, k)
-        k = self.key(self.key_down(normed)).flatten(2).transpose(1, 2).unsqueeze(1)  # (B, 1, P, k): shared
-        v = self.value(self.value_down(normed)).flatten(2).transpose(1, 2).unsqueeze(1)  # (B, 1, P, v)
+        q = self.query(normed).reshape(b, self.heads, self.key_dim, h * w).transpose(2, 3)
+        k = self.key(self.key_down(normed)).flatten(2).transpose(1, 2).unsqueeze(1)
+        v = self.value(self.value_down(normed)).flatten(2).transpose(1, 2).unsqueeze(1)
+        return q, k, v
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        q, k, v = self.queries_keys_values(x)
         out = attend(q, k, v, self.scale).transpose(2, 3).reshape(b, self.heads * self.value_dim, h, w)
         return x + self.drop_path(self.layer_scale(self.output(out)))
 

@@ -58,12 +58,12 @@ def write_weights_file(yolo, cfg, source, out, classify=False):
     return len(backbone.state_dict())
 
 
-def find_yolov5_tree(option):
+def find_yolov5_tree(option, prog='yolov5-mnv4-convert'):
     """The YOLOv5 tree named by --yolov5, else the current folder; SystemExit naming the option."""
     tree = Path(option).expanduser() if option else Path.cwd()
     if not (tree / 'models' / 'yolo.py').is_file():
         where = f'--yolov5 {option}' if option else f'the current folder ({tree})'
-        raise SystemExit(f'yolov5-mnv4-convert: {where} is not a YOLOv5 tree (no models/yolo.py): run it inside '
+        raise SystemExit(f'{prog}: {where} is not a YOLOv5 tree (no models/yolo.py): run it inside '
                          f'your YOLOv5 checkout or pass --yolov5 /path/to/yolov5')
     return tree.resolve()
 
@@ -92,7 +92,7 @@ def main(argv=None, prog='yolov5-mnv4-convert'):
                         help='write a classification model (backbone + Classify) for classify/train.py --model')
     parser.add_argument('--version', action='version', version=f'yolov5-mnv4 {__version__}')
     args = parser.parse_args(argv)
-    tree = find_yolov5_tree(args.yolov5)
+    tree = find_yolov5_tree(args.yolov5, prog)
     cfg = find_config(args.cfg, tree)
     from .integration import register
     from .offline import offline_env

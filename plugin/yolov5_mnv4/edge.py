@@ -35,8 +35,10 @@ class TFLiteModel:
     YOLOv5's DetectMultiBackend does.
     """
 
-    def __init__(self, path, threads=2):
-        self.interpreter = tflite_interpreter_class()(model_path=str(path), num_threads=threads)
+    def __init__(self, path=None, threads=2, content=None):
+        """From a .tflite file, or from its bytes as `content`."""
+        source = {'model_content': content} if content is not None else {'model_path': str(path)}
+        self.interpreter = tflite_interpreter_class()(**source, num_threads=threads)
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.outputs = self.interpreter.get_output_details()
@@ -45,14 +47,20 @@ class TFLiteModel:
     def quantized(self):
         return self.input['dtype'] in (np.uint8, np.int8)
 
-    def __call__(self, x):
+    def set_input(self, x):
+        """Feed a float NHWC batch in [0, 1], quantized here if the model takes integers."""
         x = np.asarray(x, np.float32)
         if self.quantized:
             scale, zero = self.input['quantization']
             info = np.iinfo(self.input['dtype'])
             x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self.input['dtype'])
         self.interpreter.set_tensor(self.input['index'], x)
+
+    def invoke(self):
+        """The runtime's call alone (what the edge benchmark times): input set, outputs left in place."""
         self.interpreter.invoke()
+
+    def get_outputs(self):
         results = []
         for out in self.outputs:
             y = self.interpreter.get_tensor(out['index'])
@@ -61,6 +69,11 @@ class TFLiteModel:
                 y = (y.astype(np.float32) - zero) * scale
             results.append(y)
         return results[0] if len(results) == 1 else results
+
+    def __call__(self, x):
+        self.set_input(x)
+        self.invoke()
+        return self.get_outputs()
 
 
 class SavedModel:
@@ -92,15 +105,32 @@ def to_torch_layout(y, strides, anchors_per_cell, imgsz):
     cell), and divides xywh by the image width/height; this undoes both.
     """
     h, w = imgsz
-    levels, start = [], 0
-    for s in strides:
+    levels = []
+    for s, level in zip(strides, output_levels(y, strides, anchors_per_cell, imgsz)):
         cells = (h // int(s)) * (w // int(s))
-        n = cells * anchors_per_cell
-        level = y[:, start:start + n].reshape(y.shape[0], cells, anchors_per_cell, -1)
-        levels.append(level.transpose(0, 2, 1, 3).reshape(y.shape[0], n, -1))
-        start += n
-    if start != y.shape[1]:
-        raise ValueError(f'{y.shape[1]} output rows, expected {start} for strides {list(strides)} at {imgsz}')
+        level = level.reshape(y.shape[0], cells, anchors_per_cell, -1)
+        levels.append(level.transpose(0, 2, 1, 3).reshape(y.shape[0], cells * anchors_per_cell, -1))
     out = np.concatenate(levels, axis=1).astype(np.float32)
     out[..., :4] *= np.array([w, h, w, h], np.float32)
     return out
+
+
+def output_levels(y, strides, anchors_per_cell, imgsz):
+    """YOLOv5's (B, N, 5 + nc) output split into its levels (one per stride), in either layout."""
+    h, w = imgsz
+    sizes = [(h // int(s)) * (w // int(s)) * anchors_per_cell for s in strides]
+    if sum(sizes) != y.shape[1]:
+        raise ValueError(f'{y.shape[1]} output rows, expected {sum(sizes)} for strides {list(strides)} at {imgsz}')
+    return np.split(y, np.cumsum(sizes)[:-1], axis=1)
+
+
+def snr_db(got, ref):
+    """Signal-to-noise ratio of `got` against `ref` in dB: 10 log10(sum ref^2 / sum (got - ref)^2)."""
+    noise = float(np.sum((np.asarray(got, np.float64) - ref) ** 2))
+    return float('inf') if noise == 0 else 10 * np.log10(float(np.sum(np.asarray(ref, np.float64) ** 2)) / noise)
+
+
+def level_snr_db(got, ref, strides, anchors_per_cell, imgsz):
+    """Signal-to-noise (dB) of each output level of `got` against `ref` (same layout)."""
+    return [snr_db(g, r) for g, r in zip(output_levels(got, strides, anchors_per_cell, imgsz),
+                                         output_levels(ref, strides, anchors_per_cell, imgsz))]

@@ -37,6 +37,9 @@ Other modules know YOLOv5's formats without patching anything, each for one reas
   which `train.py --weights` and `classify/train.py --model` read;
 - `edge.py` reads the output layout of YOLOv5's TF Detect (cell-major, xywh over the image size),
   to compare exported models with PyTorch's;
+- `export.py` (the yolov5-mnv4-export command) loads checkpoints with YOLOv5's `attempt_load`, builds
+  the Keras model with models/tf.py's `TFModel` and reads calibration images with YOLOv5's
+  `LoadImages`, as export.py does, to write the exports export.py does not make;
 - `demo.py` runs the stock scripts with their command-line options.
 """
 import contextlib
@@ -332,6 +335,13 @@ def register(yolo):
     register_on_import(yolo.__name__.rpartition('.')[0] + '.tf', register_tf)
 
 
+PER_TENSOR_FLAG = '--per-tensor'  # master's export.py: int8 TFLite with one scale per weight tensor
+PER_TENSOR_WARNING = (
+    'yolov5-mnv4: --per-tensor quantizes each conv weight with one scale, but the folded BatchNorms and '
+    'layer scales of MobileNetV4 give its channels very different ranges: per-channel int8 (the default, '
+    'without --per-tensor) keeps them; see docs/export.md')
+
+
 def register_tf(tf_module):
     """Register the Keras copies of our stages into YOLOv5's `models.tf` (repo or PyPI layout).
 
@@ -354,6 +364,9 @@ def register_tf(tf_module):
     @functools.wraps(original_parse)
     def parse_model(d, ch, model, imgsz):
         expanded = expand_backbone_rows(d, keep_weights=False)
+        if PER_TENSOR_FLAG in sys.argv and any(row[2] == 'MobileNetV4Stage' for row in expanded['backbone']):
+            log = getattr(tf_module, 'LOGGER', None) or logging.getLogger('yolov5_mnv4')
+            log.warning(PER_TENSOR_WARNING)
         with _riding_conv(tf_module.Conv):
             return original_parse(expanded, ch, model, imgsz)
 

@@ -44,8 +44,9 @@ def activation(module):
     raise TypeError(f'yolov5-mnv4: no TensorFlow activation for {module!r}')
 
 
-def conv2d(conv, scale=1.0):
+def conv2d(conv, scale=1.0, name=None):
     """A Keras conv with the weights (times `scale`) of a PyTorch Conv2d: dense or depthwise, any kernel.
+    `name` names the Keras layer (TFLite node names contain it).
 
     Stride-2 convs get an explicit symmetric zero pad and 'valid' padding: TF's 'same' would pad
     the bottom/right only, shifting every window by one pixel against PyTorch.
@@ -57,7 +58,7 @@ def conv2d(conv, scale=1.0):
         raise ValueError(f'yolov5-mnv4: only "same" padding without dilation is exported, got {conv}')
     weight = _array(conv.weight) * scale
     bias = _array(conv.bias) * scale if conv.bias is not None else None
-    options = dict(strides=s, padding='same' if s == 1 else 'valid', use_bias=bias is not None,
+    options = dict(strides=s, padding='same' if s == 1 else 'valid', use_bias=bias is not None, name=name,
                    bias_initializer=keras.initializers.Constant(bias) if bias is not None else 'zeros')
     if conv.groups == 1:
         layer = keras.layers.Conv2D(conv.out_channels, k, kernel_initializer=keras.initializers.Constant(
@@ -137,23 +138,40 @@ class TFMobileMultiQueryAttention(keras.layers.Layer):
         super().__init__(**kwargs)
         self.heads, self.key_dim, self.value_dim = w.heads, w.key_dim, w.value_dim
         self.norm = TFBatchNorm(w.norm) if isinstance(w.norm, FOLDABLE_NORMS) else None
-        self.query = conv2d(w.query, scale=w.scale)
+        self.query = conv2d(w.query, scale=w.scale, name='mqa_query')
         self.key_down = TFConvBNAct(w.key_down) if isinstance(w.key_down, ConvBNAct) else None
         self.value_down = TFConvBNAct(w.value_down) if isinstance(w.value_down, ConvBNAct) else None
-        self.key, self.value, self.project = conv2d(w.key), conv2d(w.value), conv2d(w.output)
+        self.key, self.value = conv2d(w.key, name='mqa_key'), conv2d(w.value, name='mqa_value')
+        self.project = conv2d(w.output, name='mqa_output')
 
     def call(self, x):
+        return x + self.branch(x)
+
+    def branch(self, x):
+        """The attention branch, project(attention(norm(x))), which the residual adds to x."""
         _, h, w, _ = x.shape
         normed = self.norm(x) if self.norm else x
-        q = tf.reshape(self.query(normed), (-1, h * w * self.heads, self.key_dim))
         k = self.key(self.key_down(normed) if self.key_down else normed)
         v = self.value(self.value_down(normed) if self.value_down else normed)
         kv_len = k.shape[1] * k.shape[2]
-        k = tf.reshape(k, (-1, kv_len, self.key_dim))
-        v = tf.reshape(v, (-1, kv_len, self.value_dim))
-        attention = tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1)
-        out = tf.reshape(tf.matmul(attention, v), (-1, h, w, self.heads * self.value_dim))
-        return x + self.project(out)
+        out = self.attend(self.split_heads(self.query(normed)), tf.reshape(k, (-1, kv_len, self.key_dim)),
+                          tf.reshape(v, (-1, kv_len, self.value_dim)))
+        return self.project(self.merge_heads(out, h, w))
+
+    def split_heads(self, q):
+        """(B, H, W, heads * key_dim), channels head-major as PyTorch's reshape reads them ->
+        (B, H*W*heads, key_dim), rows ordered (pixel, head)."""
+        return tf.reshape(q, (-1, q.shape[1] * q.shape[2] * self.heads, self.key_dim))
+
+    def merge_heads(self, out, h, w):
+        """(B, H*W*heads, value_dim), rows ordered (pixel, head) -> (B, H, W, heads * value_dim)."""
+        return tf.reshape(out, (-1, h, w, self.heads * self.value_dim))
+
+    @staticmethod
+    def attend(q, k, v):
+        """softmax(q k^T) v: the two BATCH_MATMULs and the SOFTMAX that int8 exports keep in float
+        (`tflite_export.FLOAT_OPS`)."""
+        return tf.matmul(tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1), v)
 
 
 KERAS_BLOCKS = {
