@@ -1,6 +1,7 @@
 """Shared test helpers: perturbing weights so that a wrong BN, scale or residual cannot hide, peaking the
 attention so that a wrong attention cannot hide, checkpoints, pristine copies of the YOLOv5 tree."""
 import contextlib
+import re
 import shutil
 
 import torch
@@ -149,3 +150,15 @@ def pristine_copy(yolov5_dir, tree):
     apply(tree, revert=True)
     assert '# yolov5-mnv4' not in (tree / 'models' / 'yolo.py').read_text()
     return tree
+
+
+VAL_ROW = re.compile(r'(?:^|\s)all\s+(\d+)\s+(\d+)((?:\s+[-+\d.e]+){4})(?=\s|$)')
+
+
+def val_rows(output):
+    """val.py's 'all' metrics rows in `output`, each as ['all', images, instances, P, R, mAP50, mAP50-95].
+
+    Found anywhere in a line: on a loaded machine tqdm's monitor thread can redraw the progress bar
+    just before the row is logged, and the row then follows the bar on the same line."""
+    return [['all', images, instances, *numbers.split()] for images, instances, numbers in VAL_ROW.findall(output)]
+

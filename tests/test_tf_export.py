@@ -16,7 +16,7 @@ import torch
 
 from broken_keras import BUG_VARIANTS
 from broken_keras import install as install_bug
-from helpers import peak_attention_, perturb_, relative_error, save_detector_checkpoint
+from helpers import peak_attention_, perturb_, relative_error, save_detector_checkpoint, val_rows
 from yolov5_mnv4.integration import is_registered
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +75,6 @@ def assert_detector_close(got, ref, what):
 
 STAGE_BOUND = 1e-5  # max abs error of each stage's output over its max abs value (measured: 6e-7 to 9e-7)
 BRANCH_BOUND = 1e-4  # max abs error of each attention branch (y - x of an MQA block) over its own max
-WEIGHTS = ['perturbed', 'peaked']  # peaked: trained-like attention (helpers.peak_attention_)
 
 
 def torch_stages(variant, weights, x):
@@ -129,11 +128,12 @@ def assert_keras_stages_equal_torch(errors, variant, weights):
         f'{variant} ({weights}): an attention branch is off by {errors["attention branch"]:.3g} of its size'
 
 
-@pytest.mark.parametrize('weights', WEIGHTS)
-@pytest.mark.parametrize('variant', ['conv_small', 'conv_medium', 'conv_large', 'hybrid_medium', 'hybrid_large'])
+STAGE_CASES = [(v, 'perturbed') for v in ('conv_small', 'conv_medium', 'conv_large', 'hybrid_medium', 'hybrid_large')]
+STAGE_CASES += [(v, 'peaked') for v in ('hybrid_medium', 'hybrid_large')]  # the conv variants have no attention
+
+
+@pytest.mark.parametrize('variant, weights', STAGE_CASES, ids=[f'{v}-{w}' for v, w in STAGE_CASES])
 def test_keras_stages_equal_the_torch_stages(tf, variant, weights):
-    if weights == 'peaked' and variant.startswith('conv'):
-        pytest.skip('conv variants have no attention to peak (the perturbed case covers them)')
     assert_keras_stages_equal_torch(keras_stage_errors(tf, variant, weights), variant, weights)
 
 
@@ -199,20 +199,21 @@ assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
 
-def test_per_tensor_int8_is_warned_about(tf, yolo, monkeypatch, caplog):
-    """master's `export.py --int8 --per-tensor` would quantize our folded convs with one scale each."""
+def test_per_tensor_int8_gets_its_measured_cost_logged(tf, yolo, monkeypatch, caplog):
+    """master's `export.py --int8 --per-tensor` quantizes our folded convs with one scale each: the
+    log says what that measured to cost."""
     import logging
 
     import models.tf
-    from yolov5_mnv4.integration import PER_TENSOR_WARNING
+    from yolov5_mnv4.integration import PER_TENSOR_NOTE
     monkeypatch.setattr(models.tf, 'LOGGER', logging.getLogger('yolov5_mnv4.test'), raising=False)
     model = yolo.DetectionModel(str(REPO / 'models' / 'yolov5-mnv4-conv-s.yaml')).eval().fuse().requires_grad_(False)
-    for argv, warned in ((['export.py', '--int8'], False), (['export.py', '--int8', '--per-tensor'], True)):
+    for argv, noted in ((['export.py', '--int8'], False), (['export.py', '--int8', '--per-tensor'], True)):
         monkeypatch.setattr(sys, 'argv', argv)
         caplog.clear()
-        with caplog.at_level(logging.WARNING):
+        with caplog.at_level(logging.INFO):
             models.tf.TFModel(cfg=model.yaml, model=model, nc=80, imgsz=(64, 64))
-        assert (PER_TENSOR_WARNING in caplog.text) == warned, argv
+        assert (PER_TENSOR_NOTE in caplog.text) == noted, argv
 
 
 # --- the stock export.py -----------------------------------------------------------------------
@@ -499,7 +500,7 @@ def test_stock_val_and_detect_run_the_tf_exports(int8_export, yolov5_dir, offlin
     for name, w in (('PyTorch', weights), ('TFLite int8', f'{stem}-int8.tflite'), ('SavedModel', f'{stem}_saved_model')):
         rc, log = run_yolov5(yolov5_dir, offline, 'val.py', '--weights', w, '--data', data_yaml, '--img', IMG,
                              '--batch-size', 1, '--device', 'cpu', '--project', tmp_path, '--name', 'val')
-        rows = [line.split() for line in log.splitlines() if line.split()[:1] == ['all']]
+        rows = val_rows(log)
         assert rc == 0 and rows, log[-3000:]
         maps[name] = float(rows[-1][5])  # all, images, instances, P, R, mAP50, mAP50-95
     print(f'val.py mAP50 on {coco().name} val at', IMG, maps)

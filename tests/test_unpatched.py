@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from helpers import pristine_copy
+from helpers import pristine_copy, val_rows
 from smoke import COMPARE_ONNX
 from test_golden import GOLDEN, close, stored_output
 from yolov5_mnv4.demo import prepare_data
@@ -111,7 +111,9 @@ def test_stock_detect_val_export_on_the_unpatched_tree(trained, unpatched, yolov
     def val_row(tree):
         out = run(tree, offline, 'val.py', '--weights', trained, '--data', data_yaml, '--img', IMG, '--device', 'cpu',
                   '--project', tmp_path, '--name', 'val')
-        return next(line.split() for line in out.splitlines() if line.split()[:1] == ['all'])
+        rows = val_rows(out)
+        assert rows, f'val.py on {tree} printed no metrics row:\n{out[-3000:]}'
+        return rows[0]
 
     assert val_row(unpatched) == val_row(yolov5_dir)
     run(unpatched, offline, 'detect.py', '--weights', trained, '--source', image, '--img', IMG, '--device', 'cpu',

@@ -41,6 +41,7 @@ def int8_tflite(converter, calibration, float_ops=FLOAT_OPS, io_type='uint8', fl
     nodes = node_names(calibrated, float_nodes) if float_nodes else None
     io = {'uint8': tf.uint8, 'int8': tf.int8, 'float32': tf.float32}[io_type]
     return convert.mlir_quantize(calibrated, input_data_type=io, output_data_type=io,
+                                 disable_per_channel=converter._experimental_disable_per_channel,
                                  denylisted_ops=list(float_ops) or None, denylisted_nodes=nodes)
 
 
