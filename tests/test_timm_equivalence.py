@@ -22,10 +22,9 @@ def timm_attention_block(module):
     return type(module).__name__ == 'MobileAttention'  # timm's Mobile MQA block, norm to residual
 
 
-@pytest.fixture(scope='module', params=CASES, ids=[f'{v}-{w}' for v, w in CASES])
-def pair(request):
-    """(variant, timm model, our model with the same weights, input)."""
-    name, weights = request.param
+def timm_pair(name, weights):
+    """(timm model, our model with the same weights, input); with `weights='peaked'` our attention is
+    peaked on the input and the peaked weights copied back into timm's model."""
     reference = perturb_(timm.create_model(f'mobilenetv4_{name}', pretrained=False), seed=3).eval()
     ours = MobileNetV4(name).eval()
     ours.load_state_dict(convert_timm_state_dict(reference.state_dict(), ours))
@@ -34,7 +33,14 @@ def pair(request):
         peak_attention_(ours, x)
         state = ours.state_dict()
         reference.load_state_dict({theirs: state[key] for key, theirs in timm_key_map(ours).items()}, strict=False)
-    return name, reference, ours, x
+    return reference, ours, x
+
+
+@pytest.fixture(scope='module', params=CASES, ids=[f'{v}-{w}' for v, w in CASES])
+def pair(request):
+    """(variant, timm model, our model with the same weights, input)."""
+    name, weights = request.param
+    return (name, *timm_pair(name, weights))
 
 
 def compare(reference, ours, x):
@@ -59,13 +65,7 @@ def test_features_equal_timm(pair):
 
 def test_bound_rejects_a_doubled_attention_scale(monkeypatch):
     """Negative control: with peaked attention, a logit scale of 2/sqrt(d) fails the branch bound."""
-    reference = perturb_(timm.create_model('mobilenetv4_hybrid_medium', pretrained=False), seed=3).eval()
-    ours = MobileNetV4('hybrid_medium').eval()
-    ours.load_state_dict(convert_timm_state_dict(reference.state_dict(), ours))
-    x = torch.randn(1, 3, 320, 256, generator=torch.Generator().manual_seed(0))
-    peak_attention_(ours, x)
-    state = ours.state_dict()
-    reference.load_state_dict({theirs: state[key] for key, theirs in timm_key_map(ours).items()}, strict=False)
+    reference, ours, x = timm_pair('hybrid_medium', 'peaked')
     for block in ours.modules():
         if isinstance(block, MobileMultiQueryAttention):
             monkeypatch.setattr(block, 'scale', block.scale * 2)

@@ -11,7 +11,6 @@ The YOLOv5 tree is --yolov5, else the current folder.
 """
 import argparse
 import datetime
-import os
 import sys
 from pathlib import Path
 
@@ -95,9 +94,8 @@ def main(argv=None, prog='yolov5-mnv4-convert'):
     tree = find_yolov5_tree(args.yolov5, prog)
     cfg = find_config(args.cfg, tree)
     from .integration import register
-    from .offline import offline_env
-    for key, value in offline_env().items():
-        os.environ.setdefault(key, value)  # the user's own settings win
+    from .offline import set_offline_defaults
+    set_offline_defaults()  # the user's own settings win
     sys.path.insert(0, str(tree))
     import models.yolo
     register(models.yolo)  # a no-op where the hook did it; works on a tree yolov5-mnv4-apply has not touched

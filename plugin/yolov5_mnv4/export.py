@@ -13,7 +13,6 @@ Every export then runs on one real and one random image against the fp32 Keras m
 the signal-to-noise ratio of each output level, the op types left in float and XNNPACK's partitions.
 """
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -146,9 +145,8 @@ def main(argv=None, prog=PROG):
         import_tensorflow()
     except ImportError as err:
         raise SystemExit(f'{prog}: TFLite export needs TensorFlow ({err}): pip install "yolov5-mnv4[tflite]"')
-    from .offline import offline_env
-    for key, value in offline_env().items():
-        os.environ.setdefault(key, value)  # the user's own settings win
+    from .offline import set_offline_defaults
+    set_offline_defaults()  # the user's own settings win
     sys.path.insert(0, str(tree))
     weights = args.weights.resolve()
     data = args.data.resolve() if args.data else None

@@ -41,6 +41,12 @@ def offline_env(state_dir=DEFAULT_STATE, base=None):
     return env
 
 
+def set_offline_defaults():
+    """Switch YOLOv5's network touchpoints off in this process, where the user has not set them."""
+    for key, value in offline_env().items():
+        os.environ.setdefault(key, value)
+
+
 def main(argv=None, prog='yolov5-mnv4 offline'):
     parser = argparse.ArgumentParser(prog=prog, description='Print shell exports that switch off YOLOv5\'s network '
                                      'touchpoints: eval "$(yolov5-mnv4 offline)"')
