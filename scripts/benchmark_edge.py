@@ -39,6 +39,7 @@ TARGETS = [('MNv4-Conv-S', 'yolov5n', 0.8), ('MNv4-Conv-S-ReLU', 'yolov5n', 0.8)
            ('MNv4-Hybrid-M', 'MNv4-Conv-M', 1.25)]  # the paper's Pixel 6 CPU backbone ratio, 14.3 / 11.4 ms
 TARGET_RUNTIMES = ['tflite_int8', 'ov_int8']
 CALIBRATION_IMAGES = 100
+EXPORTS_COMPLETE = 'exports-complete'  # written last by export_all
 
 
 def config_path(yolov5, name):
@@ -60,13 +61,19 @@ def run(cmd, cwd, env):
         raise SystemExit(f'benchmark_edge: {" ".join(map(str, cmd[:3]))} ... failed:\n{(proc.stdout + proc.stderr)[-3000:]}')
 
 
-def export_all(yolov5, name, size, work, env, calibration):
+def export_all(yolov5, name, size, work, env, calibration, reuse=False):
     """The stock export.py's SavedModel, fp16 .tflite and ONNX; from the SavedModel, an fp32 .tflite and
-    the int8 ones (ours; for models with attention also the full-integer one)."""
+    the int8 ones (ours; for models with attention also the full-integer one). With `reuse`, a folder
+    that an earlier run completed is taken as it is."""
     from yolov5_mnv4.edge import fp32_tflite_from_saved_model, import_tensorflow
     from yolov5_mnv4.tflite_int8 import int8_tflite
-    tf = import_tensorflow()
     folder = work / f'{name}-{size}'
+    complete = folder / EXPORTS_COMPLETE
+    if reuse and complete.is_file():
+        print(f'benchmark_edge: reusing {folder}', flush=True)
+        return folder
+    complete.unlink(missing_ok=True)
+    tf = import_tensorflow()
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / 'model.pt'
     write_checkpoint(yolov5, name, weights, env)
@@ -80,6 +87,7 @@ def export_all(yolov5, name, size, work, env, calibration):
     if 'Hybrid' in name:
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
         (folder / 'model-int8_full.tflite').write_bytes(int8_tflite(converter, nhwc, float_ops=()))
+    complete.write_text('exports complete\n')
     return folder
 
 
@@ -140,7 +148,9 @@ def main(argv=None):
     parser.add_argument('--out', type=Path, default=REPO / 'runs' / 'benchmark-edge')
     parser.add_argument('--sizes', type=int, nargs='+', default=[320, 640])
     parser.add_argument('--models', nargs='+', choices=list(MODELS), default=DEFAULT_MODELS)
-    parser.add_argument('--reps', type=int, default=20, help='timed rounds per model and runtime')
+    parser.add_argument('--reps', type=int, default=20, help='timed rounds per model and runtime (0: export only, for a later --reuse run on an idle machine)')
+    parser.add_argument('--reuse', action='store_true',
+                        help="time the exports a finished earlier run left in --out (exports take most of a run's time)")
     args = parser.parse_args(argv)
     yolov5, out = args.yolov5.resolve(), args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -154,12 +164,16 @@ def main(argv=None):
         calibration = calibration_images(args.data.resolve(), size)
         runners = {}
         for name in args.models:
-            print(f'benchmark_edge: exporting {name} at {size}', flush=True)
-            folder = export_all(yolov5, name, size, out / 'exports', env, calibration)
+            print(f'benchmark_edge: {name} at {size}', flush=True)
+            folder = export_all(yolov5, name, size, out / 'exports', env, calibration, args.reuse)
+            if not args.reps:
+                continue
             model_runners, default, model_partitions = runners_for(folder, size, calibration)
             defaults.add(default)
             runners.update({(name, key): run_ for key, run_ in model_runners.items()})
             partitions[(name, size)] = model_partitions
+        if not args.reps:
+            continue
         print(f'benchmark_edge: timing {len(runners)} runners at {size}: 5 warm-up + {args.reps} interleaved rounds',
               flush=True)
         times = interleaved(runners, args.reps, 5)
@@ -171,7 +185,8 @@ def main(argv=None):
                     row[f'{key}_ms'], row[f'{key}_iqr'] = round(median, 1), round(iqr, 1)
             row['xnnpack_partitions'] = ' '.join(f'{k[7:]}:{n}' for k, n in partitions[(name, size)].items())
             rows.append(row)
-    report(rows, args, out, defaults, tf)
+    if rows:
+        report(rows, args, out, defaults, tf)
     return 0
 
 
