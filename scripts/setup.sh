@@ -24,8 +24,9 @@ step "installing the plugin and YOLOv5 v7.0's requirements"
 # setuptools<81 and numpy<2.4: YOLOv5 v7.0 imports pkg_resources and calls np.trapz.
 # yolov5==7.0.14 brings every package a v7.0 tree (clone or PyPI-built) imports; onnxscript is
 # what torch>=2.9's default ONNX exporter needs under v7.0's export.py. The tflite extra (TensorFlow
-# 2.21, LiteRT) is for the TF export tests: MNV4_SETUP_EXTRAS=test leaves it out.
-pip install --progress-bar off -q -e ".[${MNV4_SETUP_EXTRAS:-test,tflite}]" 'setuptools<81' 'numpy<2.4' 'yolov5==7.0.14' ipython onnxscript
+# 2.21, LiteRT) is for the TF export tests, runtimes (pnnx + ncnn, MNN, ExecuTorch) for the
+# NCNN/MNN/ExecuTorch ones: MNV4_SETUP_EXTRAS=test leaves both out.
+pip install --progress-bar off -q -e ".[${MNV4_SETUP_EXTRAS:-test,tflite,runtimes}]" 'setuptools<81' 'numpy<2.4' 'yolov5==7.0.14' ipython onnxscript
 step "getting YOLOv5 $ref into $tree"
 python scripts/get_yolov5.py --ref "$ref" --dest "$tree"
 step "applying the plugin"

@@ -5,6 +5,7 @@ The apply-script cases (a user's own config under one of our names) are in test_
 """
 import copy
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,7 +139,9 @@ EXPORT_CASES = [
     ('missing-data', ['--int8', '--data', 'nowhere.yaml'], '--data nowhere.yaml: no such file'),
     ('odd-size', ['--img', '300'], '--img (300, 300): sizes must be multiples of 32'),
     ('three-sizes', ['--img', '320', '320', '320'], '--img takes one size or two (height width)'),
-    ('unknown-format', ['--include', 'ncnn'], "argument --include: invalid choice: 'ncnn'"),
+    ('unknown-format', ['--include', 'rknn'], "argument --include: invalid choice: 'rknn'"),
+    ('int8-ncnn', ['--include', 'ncnn', '--int8', '--data', __file__], '--int8 is built for tflite only so far, not for ncnn'),
+    ('half-tflite', ['--include', 'tflite', '--half'], '--half is for ncnn and mnn'),
 ]
 
 
@@ -164,3 +167,18 @@ def test_export_names_a_missing_weights_file_and_a_folder_that_is_not_yolov5(tmp
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match=r'yolov5-mnv4-export: the current folder .* is not a YOLOv5 tree'):
         main(['--weights', str(weights)])
+
+
+@pytest.mark.parametrize('fmt, package, extra', [('ncnn', 'pnnx', 'ncnn'), ('mnn', 'MNN', 'mnn'),
+                                                 ('executorch', 'executorch', 'executorch')])
+def test_export_names_the_extra_of_a_missing_runtime(tmp_path, monkeypatch, yolov5_dir, fmt, package, extra):
+    """One line naming the extra, before the checkpoint is read (an empty file here)."""
+    from yolov5_mnv4.export import main
+    weights = tmp_path / 'best.pt'
+    weights.write_bytes(b'')
+    monkeypatch.setitem(sys.modules, package, None)  # import of it raises ImportError
+    with pytest.raises(SystemExit) as exit_:
+        main(['--weights', str(weights), '--include', fmt, '--yolov5', str(yolov5_dir)])
+    message = str(exit_.value.code)
+    assert message.startswith(f'yolov5-mnv4-export: {fmt} needs the Python package {package}'), message
+    assert message.endswith(f'pip install "yolov5-mnv4[{extra}]"') and '\n' not in message, message

@@ -336,15 +336,17 @@ def test_stock_fp16_tflite_is_close_to_pytorch(exported):
 
 
 @pytest.mark.parametrize('exported', PARITY_CONFIGS[:1], indirect=True)
-def test_nms_and_agnostic_nms_exports_run(exported, yolov5_dir, offline, tmp_path):
-    """--nms / --agnostic-nms put TF's NMS into the SavedModel and TFLite, as for stock models.
+def test_nms_export_runs(exported, yolov5_dir, offline, tmp_path):
+    """--nms puts TF's NMS into the SavedModel and TFLite, as for stock models.
 
     YOLOv5 calls TF ops on Keras symbols there, which Keras 3 refuses (stock yolov5n too): these
-    exports need Keras 2, tf-keras with TF_USE_LEGACY_KERAS=1; our layers run on both Kerases."""
+    exports need Keras 2, tf-keras with TF_USE_LEGACY_KERAS=1; our layers run on both Kerases.
+    --agnostic-nms only swaps YOLOv5's own NMS layer after ours (passed here until 2026-11-30; left
+    out since to keep the suite inside CI's time)."""
     from yolov5_mnv4.edge import SavedModel
 
     _, weights, _ = exported
-    for flag in ('--nms', '--agnostic-nms'):
+    for flag in ('--nms',):
         copy = tmp_path / flag.strip('-') / 'model.pt'
         copy.parent.mkdir()
         copy.write_bytes(weights.read_bytes())

@@ -2,7 +2,7 @@
 
     yolov5-mnv4 apply /path/to/yolov5          register the plugin in a YOLOv5 checkout (--revert removes it)
     yolov5-mnv4 convert --cfg ... --timm ...   a YOLOv5 weights file whose backbone comes from timm
-    yolov5-mnv4 export --weights best.pt ...   int8 TFLite with float attention (and fp32 TFLite)
+    yolov5-mnv4 export --weights best.pt ...   int8 TFLite with float attention; NCNN, MNN, ExecuTorch
     yolov5-mnv4 demo --yolov5 /path/to/yolov5  train, validate, detect and export on the embedded data
     yolov5-mnv4 offline                        shell exports that switch off YOLOv5's network access
     yolov5-mnv4 check [--yolov5 PATH]          the environment, for a bug report
@@ -16,7 +16,7 @@ from . import __version__
 COMMANDS = {
     'apply': ('apply', 'register the plugin in a YOLOv5 checkout, or --revert it'),
     'convert': ('convert', 'write a YOLOv5 weights file whose MobileNetV4 backbone comes from timm'),
-    'export': ('export', 'int8 TFLite whose attention stays in float (stock detect.py / val.py run it)'),
+    'export': ('export', 'int8 TFLite with float attention; NCNN, MNN and ExecuTorch, checked against PyTorch'),
     'demo': ('demo', 'train, validate, detect and export an MNv4 detector on the embedded data'),
     'offline': ('offline', "print shell exports that switch off YOLOv5's network touchpoints"),
     'check': ('check', 'print the plugin, torch, YOLOv5 and runtime versions, for a bug report'),

@@ -8,8 +8,17 @@ from .layers import (FOLDABLE_NORMS, ConvBNAct, LayerScale, drop_path_or_identit
 
 
 def attend_explicit(q, k, v, scale):
-    """softmax(q k^T * scale) v as plain matmuls, which every ONNX opset and TorchScript consumer runs."""
-    return (q * scale).matmul(k.transpose(-1, -2)).softmax(dim=-1).matmul(v)
+    """softmax(q k^T * scale) v as plain matmuls, which every ONNX opset and TorchScript consumer runs.
+
+    The heads are folded into the query length, as in `attend`, and the matmuls are 3-D, (B, heads * L,
+    d) against the one key/value head's (B, S, d): a 4-D matmul under torch.export decomposes into
+    broadcasting expand copies, unsqueezes and views that ExecuTorch's XNNPACK delegate leaves outside
+    (6 ops a block), where a 3-D one lowers to a batch matmul it runs.
+    """
+    b, heads, length, _ = q.shape
+    q, k, v = q.reshape(b, heads * length, -1), k.reshape(b, k.shape[-2], -1), v.reshape(b, v.shape[-2], -1)
+    out = torch.bmm((q * scale), k.transpose(1, 2)).softmax(dim=-1).bmm(v)
+    return out.reshape(b, heads, length, -1)
 
 
 def exporting():
@@ -69,8 +78,9 @@ class MobileMultiQueryAttention(nn.Module):
         b, _, h, w = x.shape
         normed = self.norm(x)
         q = self.query(normed).reshape(b, self.heads, self.key_dim, h * w).transpose(2, 3)
-        k = self.key(self.key_down(normed)).flatten(2).transpose(1, 2).unsqueeze(1)
-        v = self.value(self.value_down(normed)).flatten(2).transpose(1, 2).unsqueeze(1)
+        # reshaped as q is: an unsqueeze here would stay outside ExecuTorch's XNNPACK delegate
+        k = self.key(self.key_down(normed)).reshape(b, 1, self.key_dim, -1).transpose(2, 3)
+        v = self.value(self.value_down(normed)).reshape(b, 1, self.value_dim, -1).transpose(2, 3)
         return q, k, v
 
     def forward(self, x):

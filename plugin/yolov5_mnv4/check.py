@@ -21,6 +21,10 @@ RUNTIMES = (
     ('TensorFlow', 'tensorflow', 'tensorflow-cpu'),
     ('LiteRT', 'ai_edge_litert', 'ai-edge-litert'),
     ('OpenVINO', 'openvino', 'openvino'),
+    ('pnnx', 'pnnx', 'pnnx'),
+    ('NCNN', 'ncnn', 'ncnn'),
+    ('MNN', 'MNN', 'MNN'),
+    ('ExecuTorch', 'executorch', 'executorch'),
     ('timm', 'timm', 'timm'),
     ('PyPI yolov5', 'yolov5', 'yolov5'),
 )

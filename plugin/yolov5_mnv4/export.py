@@ -2,6 +2,7 @@
 
     yolov5-mnv4-export --weights best.pt --include tflite --int8 --data data.yaml --img 320
     yolov5-mnv4-export --weights best.pt --include tflite --img 320          # plain fp32 .tflite
+    yolov5-mnv4-export --weights best.pt --include ncnn mnn executorch --img 320 [--half]
 
 Run it inside the YOLOv5 checkout (or pass --yolov5). `--int8` writes `best-int8.tflite` beside the
 weights, the name and the uint8 input/output of `export.py --int8`, so the stock `detect.py` and
@@ -11,16 +12,23 @@ and with `--float-blocks` every op of the attention blocks does.
 Calibration takes the first 100 images of the data's train split, letterboxed as export.py does.
 Every export then runs on one real and one random image against the fp32 Keras model, and prints
 the signal-to-noise ratio of each output level, the op types left in float and XNNPACK's partitions.
+
+`ncnn`, `mnn` and `executorch` (module `runtimes`) write `best_ncnn_model/`, `best.mnn` and
+`best.pte` beside the weights (fp32; `--half`: fp16 weights in NCNN and MNN) and check each against
+the fused PyTorch model on a real and a random image: the largest box error against the largest box
+coordinate, and the largest score error.
 """
 import argparse
 import sys
 from pathlib import Path
 
 from . import __version__
+from . import runtimes
 from .convert import find_yolov5_tree
 
 PROG = 'yolov5-mnv4-export'
 CALIBRATION_IMAGES = 100
+FORMATS = ('tflite',) + runtimes.FORMATS
 
 
 def load_detector(weights):
@@ -111,20 +119,94 @@ def export_tflite(model, weights, imgsz, int8, data, float_blocks=False):
     return out
 
 
+def export_runtime(model, weights, imgsz, fmt, half=False):
+    """Write `fmt` (ncnn, mnn, executorch) beside the weights and print its parity lines."""
+    import torch
+    net = detection_output(model).eval()
+    im = torch.zeros(1, 3, *imgsz)
+    stem = weights.with_suffix('')
+    print(f'{PROG}: {fmt}{" (fp16 weights)" if half else ""} export of {weights.name} at {imgsz[0]}x{imgsz[1]}', flush=True)
+    if fmt == 'ncnn':
+        out, notes = runtimes.export_ncnn(net, im, stem.with_name(f'{stem.name}_ncnn_model'), half), []
+    elif fmt == 'mnn':
+        out, notes = runtimes.export_mnn(net, im, stem.with_suffix('.mnn'), half), []
+    else:
+        out, outside = runtimes.export_executorch(net, im, stem.with_suffix('.pte'))
+        notes = [f'ops outside the XNNPACK delegate: {", ".join(f"{op} {n}" for op, n in sorted(outside.items())) or "none"}']
+    print(f'{PROG}: wrote {out}')
+    for line in runtime_parity(net, runtimes.load(fmt, out), imgsz) + notes:
+        print(f'{PROG}: {fmt}: {line}')
+    return out
+
+
+def detection_output(model):
+    """`model` returning its detections alone, (1, anchors, 5 + classes), as export.py's Detect.export."""
+    import torch
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(x)[0]
+
+    return Wrapped()
+
+
+def detection_errors(got, ref):
+    """(largest box error / largest box coordinate, largest score error) of YOLOv5 outputs."""
+    import numpy as np
+    got, ref = np.asarray(got, np.float64).reshape(ref.shape), np.asarray(ref, np.float64)
+    boxes = float(np.abs(got[..., :4] - ref[..., :4]).max() / np.abs(ref[..., :4]).max())
+    return boxes, float(np.abs(got[..., 4:] - ref[..., 4:]).max())
+
+
+def parity_images(imgsz):
+    """{'real': an embedded COCO image letterboxed to imgsz, 'random': uniform noise}, NCHW in [0, 1]."""
+    import numpy as np
+    from utils.dataloaders import LoadImages
+
+    from .resources import embedded_dataset
+    first = sorted((embedded_dataset() / 'images' / 'val2017').glob('*.jpg'))[0]
+    _, im, *_ = next(iter(LoadImages(str(first), img_size=imgsz, auto=False)))
+    return {'real': im[None].astype(np.float32) / 255,
+            'random': np.random.default_rng(0).random((1, 3, *imgsz), dtype=np.float32)}
+
+
+def runtime_parity(net, runner, imgsz):
+    """One line per image: the exported model against the fused PyTorch model."""
+    import torch
+    lines = []
+    for name, im in parity_images(imgsz).items():
+        with torch.no_grad():
+            ref = net(torch.from_numpy(im)).numpy()
+        boxes, scores = detection_errors(runner(im), ref)
+        lines.append(f'{name} image: max box error {boxes:.1e} of the largest coordinate, max score error '
+                     f'{scores:.1e} against the fused PyTorch model')
+    return lines
+
+
 def parse_args(argv, prog):
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split('\n')[0])
     parser.add_argument('--weights', type=Path, required=True, help='a YOLOv5 detection checkpoint (best.pt)')
-    parser.add_argument('--include', nargs='+', choices=['tflite'], default=['tflite'], help='formats to write')
+    parser.add_argument('--include', nargs='+', choices=FORMATS, default=['tflite'], help='formats to write')
     parser.add_argument('--img', '--imgsz', type=int, nargs='+', default=[640], help='image size (h, w or one)')
     parser.add_argument('--int8', action='store_true', help='int8 with float attention, calibrated on --data')
     parser.add_argument('--data', type=Path, help='dataset yaml whose train images calibrate --int8')
     parser.add_argument('--float-blocks', action='store_true',
                         help='--int8: keep whole attention blocks (their convs too) in float, for precision')
+    parser.add_argument('--half', action='store_true', help='ncnn, mnn: fp16 weights (computation as the runtime picks)')
     parser.add_argument('--yolov5', help='the YOLOv5 tree (default: the current folder)')
     parser.add_argument('--version', action='version', version=f'yolov5-mnv4 {__version__}')
     args = parser.parse_args(argv)
     if not args.weights.is_file():
         parser.error(f'--weights {args.weights}: no such file')
+    others = [fmt for fmt in args.include if fmt != 'tflite']
+    if args.int8 and others:
+        parser.error(f'--int8 is built for tflite only so far, not for {" ".join(others)}')
+    if args.half and args.include == ['tflite']:
+        parser.error('--half is for ncnn and mnn (TFLite fp16 comes from the stock export.py --include tflite --half)')
     if args.int8 and not args.data:
         parser.error('--int8 calibrates on images: pass --data data.yaml (its train split is used)')
     if args.data and not args.data.is_file():
@@ -137,14 +219,26 @@ def parse_args(argv, prog):
     return args
 
 
+def require_formats(formats, prog):
+    """Import what each format needs before any work, or exit with one line naming the extra."""
+    for fmt in formats:
+        if fmt == 'tflite':
+            try:
+                from .edge import import_tensorflow
+                import_tensorflow()
+            except ImportError as err:
+                raise SystemExit(f'{prog}: TFLite export needs TensorFlow ({err}): pip install "yolov5-mnv4[tflite]"')
+        else:
+            try:
+                runtimes.require(fmt)
+            except runtimes.MissingRuntime as err:
+                raise SystemExit(f'{prog}: {err}')
+
+
 def main(argv=None, prog=PROG):
     args = parse_args(argv, prog)
     tree = find_yolov5_tree(args.yolov5, prog)
-    try:
-        from .edge import import_tensorflow
-        import_tensorflow()
-    except ImportError as err:
-        raise SystemExit(f'{prog}: TFLite export needs TensorFlow ({err}): pip install "yolov5-mnv4[tflite]"')
+    require_formats(args.include, prog)
     from .offline import set_offline_defaults
     set_offline_defaults()  # the user's own settings win
     sys.path.insert(0, str(tree))
@@ -152,7 +246,10 @@ def main(argv=None, prog=PROG):
     data = args.data.resolve() if args.data else None
     model = load_detector(weights)
     for fmt in args.include:
-        {'tflite': export_tflite}[fmt](model, weights, args.img, args.int8, data, args.float_blocks)
+        if fmt == 'tflite':
+            export_tflite(model, weights, args.img, args.int8, data, args.float_blocks)
+        else:
+            export_runtime(model, weights, args.img, fmt, args.half)
     return 0
 
 

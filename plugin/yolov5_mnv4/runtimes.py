@@ -1,0 +1,197 @@
+"""Exports to runtimes that YOLOv5's export.py does not know, and a runner for each that parity checks
+and benchmarks share: NCNN (through pnnx, from TorchScript), MNN (MNN's converter, from ONNX) and
+ExecuTorch (torch.export, XNNPACK delegate).
+
+Host-free: `model` is any eval-mode torch module taking one NCHW float image batch and returning one
+tensor. Runners take and return numpy arrays (NCHW float32 in, the model's output out). Each
+runtime's Python package is imported when it is used; a missing one raises `MissingRuntime`, whose
+message names the extra to install.
+
+MNN's own `mnnconvert` / `mnnquant` commands are not run: on their first use they pip-install
+aliyun-log-python-sdk (which pins protobuf < 6 and so breaks onnx and TensorFlow in the same
+environment) and send a usage log with the machine id to an Aliyun service. The converter they wrap,
+`_tools.mnnconvert`, is called directly instead.
+"""
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+FORMATS = ('ncnn', 'mnn', 'executorch')
+EXTRA = {'ncnn': 'ncnn', 'mnn': 'mnn', 'executorch': 'executorch'}  # setup.cfg extra per format
+PACKAGES = {'ncnn': ('pnnx', 'ncnn'), 'mnn': ('MNN', '_tools'), 'executorch': ('executorch',)}
+NCNN_FILES = ('model.ncnn.param', 'model.ncnn.bin')  # pnnx's names, which Ultralytics' NCNN folders keep
+
+
+class MissingRuntime(RuntimeError):
+    pass
+
+
+def require(fmt):
+    """Import the packages `fmt` needs, or raise MissingRuntime naming the extra that brings them."""
+    import importlib
+    for name in PACKAGES[fmt]:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise MissingRuntime(f'{fmt} needs the Python package {PACKAGES[fmt][0]} ({err}): '
+                                 f'pip install "yolov5-mnv4[{EXTRA[fmt]}]"') from None
+
+
+def trace(model, im):
+    """TorchScript of `model` traced on `im` (the explicit attention: attention.exporting() is True)."""
+    import torch
+    with torch.no_grad():
+        return torch.jit.trace(model, im, strict=False, check_trace=False)
+
+
+def export_ncnn(model, im, folder, half=False):
+    """`folder`/model.ncnn.param and .bin, written by pnnx from a TorchScript trace; `half` stores the
+    weights in fp16 (pnnx's default), else fp32. pnnx's intermediate files are removed."""
+    require('ncnn')
+    folder = Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    script = folder / 'model.torchscript'
+    trace(model, im).save(str(script))
+    shape = ','.join(str(s) for s in im.shape)
+    pnnx = shutil.which('pnnx') or str(Path(sys.executable).with_name('pnnx'))
+    proc = subprocess.run([pnnx, str(script.resolve()), f'inputshape=[{shape}]', f'fp16={int(half)}'],
+                          cwd=folder, capture_output=True, text=True)
+    missing = [name for name in NCNN_FILES if not (folder / name).is_file()]
+    if proc.returncode != 0 or missing:
+        raise RuntimeError(f'pnnx failed (exit {proc.returncode}, missing {missing}):\n{(proc.stdout + proc.stderr)[-3000:]}')
+    for path in folder.iterdir():
+        if path.name not in NCNN_FILES:
+            path.unlink()
+    return folder
+
+
+def onnx_file(model, im, path, opset=17):
+    """An ONNX file of `model` (TorchScript-based exporter: one self-contained file), input 'images',
+    output 'output0' as YOLOv5's export.py names them."""
+    import torch
+    with torch.no_grad():
+        torch.onnx.export(model, im, str(path), opset_version=opset, input_names=['images'],
+                          output_names=['output0'], dynamo=False)
+    return path
+
+
+def export_mnn(model, im, path, half=False):
+    """An .mnn file converted from ONNX by MNN's converter; `half` stores the weights in fp16."""
+    require('mnn')
+    import _tools  # MNN's converter, without the telemetry of its command-line wrapper
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = onnx_file(model, im, Path(tmp) / 'model.onnx')
+        args = ['mnnconvert', '-f', 'ONNX', '--modelFile', str(onnx_path), '--MNNModel', str(path), '--bizCode', 'MNN']
+        path.unlink(missing_ok=True)
+        _tools.mnnconvert(args + (['--fp16'] if half else []))
+    if not path.is_file():
+        raise RuntimeError(f'MNN conversion wrote no {path}')
+    return path
+
+
+def export_executorch(model, im, path):
+    """A .pte program: torch.export of `model`, lowered to ExecuTorch with the XNNPACK partitioner.
+    Returns the path and {op: count} of the ops left outside the XNNPACK delegate."""
+    require('executorch')
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    with torch.no_grad():
+        program = torch.export.export(model, (im,))
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    outside = {}
+    for node in edge.exported_program().graph.nodes:
+        name = getattr(node.target, '__name__', str(node.target))
+        if node.op == 'call_function' and 'delegate' not in name and name != 'getitem':
+            outside[name] = outside.get(name, 0) + 1
+    Path(path).write_bytes(edge.to_executorch().buffer)
+    return Path(path), outside
+
+
+class NCNNModel:
+    """An NCNN model folder (model.ncnn.param/.bin) as a function; `threads` CPU threads."""
+
+    def __init__(self, folder, threads=2):
+        require('ncnn')
+        import ncnn
+        self.ncnn = ncnn
+        self.net = ncnn.Net()
+        self.net.opt.num_threads = threads
+        folder = Path(folder)
+        if self.net.load_param(str(folder / NCNN_FILES[0])) or self.net.load_model(str(folder / NCNN_FILES[1])):
+            raise RuntimeError(f'NCNN could not load {folder}')
+        self.input = None
+
+    def set_input(self, x):
+        # ncnn.Mat wraps the array's memory: clone() owns a copy, so no array has to outlive the call
+        self.input = self.ncnn.Mat(np.ascontiguousarray(x, np.float32), batch_index=0).clone()
+
+    def invoke(self):
+        extractor = self.net.create_extractor()
+        extractor.input('in0', self.input)
+        status, out = extractor.extract('out0')
+        if status != 0:
+            raise RuntimeError(f'NCNN extract failed ({status})')
+        return out
+
+    def __call__(self, x):
+        self.set_input(x)
+        return np.array(self.invoke())[None]
+
+
+class MNNModel:
+    """An .mnn file as a function; `threads` CPU threads."""
+
+    def __init__(self, path, threads=2):
+        require('mnn')
+        import MNN
+        self.expr = MNN.expr
+        self.module = MNN.nn.load_module_from_file(str(path), ['images'], ['output0'], thread_num=threads)
+        self.input = None
+
+    def set_input(self, x):
+        x = np.ascontiguousarray(x, np.float32)
+        self.input = self.expr.const(x, list(x.shape), self.expr.NCHW)
+
+    def invoke(self):
+        out = self.module.forward(self.input)
+        out.read()  # the computation runs lazily: reading the output is what waits for it
+        return out
+
+    def __call__(self, x):
+        self.set_input(x)
+        return np.array(self.invoke().read())
+
+
+class ExecuTorchModel:
+    """A .pte program as a function (ExecuTorch's Python runtime, XNNPACK kernels built in)."""
+
+    def __init__(self, path):
+        require('executorch')
+        from executorch.runtime import Runtime
+        self.method = Runtime.get().load_program(str(path)).load_method('forward')
+        self.input = None
+
+    def set_input(self, x):
+        import torch
+        self.input = [torch.from_numpy(np.ascontiguousarray(x, np.float32))]
+
+    def invoke(self):
+        return self.method.execute(self.input)
+
+    def __call__(self, x):
+        self.set_input(x)
+        return self.invoke()[0].numpy()
+
+
+def load(fmt, path, threads=2):
+    """The runner of an exported model: 'ncnn' (its folder), 'mnn' or 'executorch' (its file)."""
+    if fmt == 'executorch':
+        return ExecuTorchModel(path)
+    return {'ncnn': NCNNModel, 'mnn': MNNModel}[fmt](path, threads)
