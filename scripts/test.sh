@@ -8,4 +8,4 @@ scripts/setup.sh
 . .venv/bin/activate
 export MNV4_REQUIRE_EDGE=${MNV4_REQUIRE_EDGE:-1}  # the TF export tests fail, not skip, without TensorFlow
 export YOLOV5_DIR=${YOLOV5_DIR:-$PWD/.cache/yolov5-${YOLOV5_REF:-v7.0}}
-exec python -m pytest "$@"
+exec python -m pytest --durations=25 "$@"

@@ -3,6 +3,7 @@ attention so that a wrong attention cannot hide, checkpoints, pristine copies of
 import contextlib
 import re
 import shutil
+import subprocess
 
 import torch
 
@@ -162,3 +163,16 @@ def val_rows(output):
     just before the row is logged, and the row then follows the bar on the same line."""
     return [['all', images, instances, *numbers.split()] for images, instances, numbers in VAL_ROW.findall(output)]
 
+
+
+def run_side_by_side(commands, cwd, env, timeout=900):
+    """Start every command (a list of arguments) at once, wait for all; [(returncode, output)] in
+    order. Most of an export's or a YOLOv5 script's time is single-threaded Python (imports, graph
+    conversion), so on CI's two CPUs three of them take about the time of two."""
+    procs = [subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for cmd in commands]
+    results = []
+    for proc in procs:
+        output, _ = proc.communicate(timeout=timeout)
+        results.append((proc.returncode, output))
+    return results

@@ -5,14 +5,13 @@ fused PyTorch model (checked here, not read from the command's report), and brok
 the bounds reject. Needs the ncnn, mnn and executorch extras (scripts/setup.sh installs them).
 """
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import keeping_default_act, save_detector_checkpoint
+from helpers import keeping_default_act, run_side_by_side, save_detector_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINED = REPO / 'tests' / 'data' / 'mnv4-conv-s-relu-coco128-160.pt'  # tests/data/README.md
@@ -35,23 +34,21 @@ BROKEN = 0.1  # a broken export must be off by at least this (measured 0.4 and m
 @pytest.fixture(scope='module')
 def exports(yolo, yolov5_dir, offline, tmp_path_factory):
     """{case: (weights, image size, the command's output)}: one export of each case to all three
-    formats, the three commands run side by side (lowering to ExecuTorch is mostly single-threaded
-    Python, so two CPUs finish three in about the time of two)."""
-    started = {}
+    formats, the three commands side by side (lowering to ExecuTorch is mostly single-threaded)."""
+    cases = {}
     for case, (source, peaked, size) in CASES.items():
         weights = tmp_path_factory.mktemp(case) / 'best.pt'
         if isinstance(source, Path):
             weights.write_bytes(source.read_bytes())
         else:
             save_detector_checkpoint(yolo, yolov5_dir / 'models' / source, weights, peaked_at=size if peaked else None)
-        command = [sys.executable, '-m', 'yolov5_mnv4', 'export', '--weights', str(weights), '--include', *FORMATS,
-                   '--img', str(size)]
-        started[case] = (weights, size, subprocess.Popen(command, cwd=yolov5_dir, env={**os.environ, **offline},
-                                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        cases[case] = (weights, size)
+    commands = [[sys.executable, '-m', 'yolov5_mnv4', 'export', '--weights', weights, '--include', *FORMATS,
+                 '--img', size] for weights, size in cases.values()]
     done = {}
-    for case, (weights, size, proc) in started.items():
-        log, _ = proc.communicate(timeout=900)
-        assert proc.returncode == 0, f'{case}:\n{log[-4000:]}'
+    for (case, (weights, size)), (rc, log) in zip(cases.items(), run_side_by_side(commands, yolov5_dir,
+                                                                                  {**os.environ, **offline})):
+        assert rc == 0, f'{case}:\n{log[-4000:]}'
         print('\n'.join(line for line in log.splitlines() if line.startswith('yolov5-mnv4-export')))
         done[case] = (weights, size, log)
     return done

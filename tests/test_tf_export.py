@@ -16,7 +16,8 @@ import torch
 
 from broken_keras import BUG_VARIANTS
 from broken_keras import install as install_bug
-from helpers import peak_attention_, perturb_, relative_error, save_detector_checkpoint, val_rows
+from helpers import (peak_attention_, perturb_, relative_error, run_side_by_side, save_detector_checkpoint,
+                     val_rows)
 from yolov5_mnv4.integration import is_registered
 
 REPO = Path(__file__).resolve().parents[1]
@@ -224,21 +225,29 @@ def run_yolov5(yolov5_dir, offline, script, *args, env=None, timeout=900):
     return result.returncode, result.stdout + result.stderr
 
 
+@pytest.fixture(scope='module')
+def tf_exports(tf, yolo, yolov5_dir, offline, tmp_path_factory):
+    """{config: checkpoint} of perturbed detectors (no BN or bias hides; BN statistics from real
+    activations, so that the outputs depend on the image; hybrids with peaked attention), each
+    through `export.py --include saved_model pb tflite`, the three exports side by side."""
+    checkpoints = {}
+    for cfg in PARITY_CONFIGS:
+        checkpoints[cfg] = tmp_path_factory.mktemp(cfg.replace('.yaml', '')) / 'model.pt'
+        save_detector_checkpoint(yolo, yolov5_dir / 'models' / 'mnv4' / cfg, checkpoints[cfg],
+                                 peaked_at=IMG if 'hybrid' in cfg else None)
+    commands = [[sys.executable, 'export.py', '--weights', weights, '--include', 'saved_model', 'pb', 'tflite',
+                 '--img', IMG, '--device', 'cpu'] for weights in checkpoints.values()]
+    for cfg, (rc, log) in zip(checkpoints, run_side_by_side(commands, yolov5_dir, {**os.environ, **offline})):
+        assert rc == 0 and 'export failure' not in log, f'{cfg}:\n{log[-4000:]}'
+    return checkpoints
+
+
 @pytest.fixture(scope='module', params=PARITY_CONFIGS)
-def exported(request, tf, yolo, yolov5_dir, offline, tmp_path_factory):
-    """A perturbed detector (no BN or bias hides; BN statistics from real activations, so that the
-    outputs depend on the image; hybrids with peaked attention), through `export.py --include
-    saved_model pb tflite`."""
-    cfg = request.param
-    weights = tmp_path_factory.mktemp(cfg.replace('.yaml', '')) / 'model.pt'
-    save_detector_checkpoint(yolo, yolov5_dir / 'models' / 'mnv4' / cfg, weights,
-                             peaked_at=IMG if 'hybrid' in cfg else None)
-    rc, log = run_yolov5(yolov5_dir, offline, 'export.py', '--weights', weights, '--include', 'saved_model', 'pb',
-                         'tflite', '--img', IMG, '--device', 'cpu')
-    assert rc == 0 and 'export failure' not in log, log[-4000:]
+def exported(request, tf_exports):
+    """(config, checkpoint, its fused model) after export.py's SavedModel, GraphDef and TFLite."""
     from models.experimental import attempt_load
-    model = attempt_load(weights, device='cpu', fuse=True).eval()
-    return cfg, weights, model
+    weights = tf_exports[request.param]
+    return request.param, weights, attempt_load(weights, device='cpu', fuse=True).eval()
 
 
 def torch_outputs(model, images):
@@ -498,23 +507,27 @@ def test_edgetpu_fails_only_for_want_of_its_compiler(int8_export):
 def test_stock_val_and_detect_run_the_tf_exports(int8_export, yolov5_dir, offline, tmp_path):
     weights, data_yaml, _ = int8_export
     stem = weights.with_suffix('')
-    maps = {}
-    for name, w in (('PyTorch', weights), ('TFLite int8', f'{stem}-int8.tflite'), ('SavedModel', f'{stem}_saved_model')):
-        rc, log = run_yolov5(yolov5_dir, offline, 'val.py', '--weights', w, '--data', data_yaml, '--img', IMG,
-                             '--batch-size', 1, '--device', 'cpu', '--project', tmp_path, '--name', 'val')
-        rows = val_rows(log)
-        assert rc == 0 and rows, log[-3000:]
-        maps[name] = float(rows[-1][5])  # all, images, instances, P, R, mAP50, mAP50-95
-    print(f'val.py mAP50 on {coco().name} val at', IMG, maps)
     source = tmp_path / 'images'
     source.mkdir()
     for f in sorted((data_yaml.parent / 'dataset' / 'images' / 'val2017').glob('*.jpg'))[:3]:
         (source / f.name).write_bytes(f.read_bytes())
-    for w in (f'{stem}-int8.tflite', f'{stem}_saved_model'):
-        rc, log = run_yolov5(yolov5_dir, offline, 'detect.py', '--weights', w, '--source', source, '--img', IMG,
-                             '--device', 'cpu', '--project', tmp_path, '--name', 'detect', '--exist-ok')
+    vals = {'PyTorch': weights, 'TFLite int8': f'{stem}-int8.tflite', 'SavedModel': f'{stem}_saved_model'}
+    detects = [f'{stem}-int8.tflite', f'{stem}_saved_model']
+    common = ['--img', IMG, '--device', 'cpu', '--project', tmp_path]
+    commands = [[sys.executable, 'val.py', '--weights', w, '--data', data_yaml, '--batch-size', 1, *common,
+                 '--name', f'val{i}'] for i, w in enumerate(vals.values())]
+    commands += [[sys.executable, 'detect.py', '--weights', w, '--source', source, *common, '--name', f'detect{i}']
+                 for i, w in enumerate(detects)]
+    results = run_side_by_side(commands, yolov5_dir, {**os.environ, **offline})
+    maps = {}
+    for name, (rc, log) in zip(vals, results):
+        rows = val_rows(log)
+        assert rc == 0 and rows, f'{name}:\n{log[-3000:]}'
+        maps[name] = float(rows[-1][5])  # all, images, instances, P, R, mAP50, mAP50-95
+    print(f'val.py mAP50 on {coco().name} val at', IMG, maps)
+    for i, (rc, log) in enumerate(results[len(vals):]):
         assert rc == 0, log[-3000:]
-        assert len(list((tmp_path / 'detect').glob('*.jpg'))) == 3
+        assert len(list((tmp_path / f'detect{i}').glob('*.jpg'))) == 3
 
 
 # --- int8 with float attention: yolov5-mnv4-export on a hybrid ----------------------------------

@@ -10,7 +10,7 @@ message names the extra to install.
 MNN's own `mnnconvert` / `mnnquant` commands are not run: on their first use they pip-install
 aliyun-log-python-sdk (which pins protobuf < 6 and so breaks onnx and TensorFlow in the same
 environment) and send a usage log with the machine id to an Aliyun service. The converter they wrap,
-`_tools.mnnconvert`, is called directly instead.
+`_tools.mnnconvert`, is called directly instead (in a child process: see export_mnn).
 """
 import shutil
 import subprocess
@@ -31,11 +31,17 @@ class MissingRuntime(RuntimeError):
 
 
 def require(fmt):
-    """Import the packages `fmt` needs, or raise MissingRuntime naming the extra that brings them."""
+    """Import the packages `fmt` needs (MNN's converter is only looked up: see export_mnn), or raise
+    MissingRuntime naming the extra that brings them."""
     import importlib
+    import importlib.util
     for name in PACKAGES[fmt]:
         try:
-            importlib.import_module(name)
+            if name == '_tools':
+                if importlib.util.find_spec(name) is None:
+                    raise ImportError(f'No module named {name!r}')
+            else:
+                importlib.import_module(name)
         except ImportError as err:
             raise MissingRuntime(f'{fmt} needs the Python package {PACKAGES[fmt][0]} ({err}): '
                                  f'pip install "yolov5-mnv4[{EXTRA[fmt]}]"') from None
@@ -80,18 +86,26 @@ def onnx_file(model, im, path, opset=17):
     return path
 
 
+MNN_CONVERT = 'import sys, _tools; _tools.mnnconvert(["mnnconvert", *sys.argv[1:]])'
+
+
 def export_mnn(model, im, path, half=False):
-    """An .mnn file converted from ONNX by MNN's converter; `half` stores the weights in fp16."""
+    """An .mnn file converted from ONNX by MNN's converter; `half` stores the weights in fp16.
+
+    The converter (`_tools`, without the telemetry of its command-line wrapper) runs in a process of
+    its own: it carries TensorFlow's protobuf descriptors for its TF front end, and imported after
+    TensorFlow it aborts the process ("Symbol name tensorflow.ResourceHandleProto conflicts").
+    """
     require('mnn')
-    import _tools  # MNN's converter, without the telemetry of its command-line wrapper
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = onnx_file(model, im, Path(tmp) / 'model.onnx')
-        args = ['mnnconvert', '-f', 'ONNX', '--modelFile', str(onnx_path), '--MNNModel', str(path), '--bizCode', 'MNN']
         path.unlink(missing_ok=True)
-        _tools.mnnconvert(args + (['--fp16'] if half else []))
-    if not path.is_file():
-        raise RuntimeError(f'MNN conversion wrote no {path}')
+        args = ['-f', 'ONNX', '--modelFile', str(onnx_path), '--MNNModel', str(path), '--bizCode', 'MNN']
+        proc = subprocess.run([sys.executable, '-c', MNN_CONVERT, *args, *(['--fp16'] if half else [])],
+                              capture_output=True, text=True)
+    if proc.returncode != 0 or not path.is_file():
+        raise RuntimeError(f'MNN conversion failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}')
     return path
 
 
