@@ -108,21 +108,28 @@ def test_torch_hub_returns_autoshape_with_the_patched_trees_detections(which, tr
 def test_stock_detect_val_export_on_the_unpatched_tree(trained, unpatched, yolov5_dir, offline, data, tmp_path):
     data_yaml, image = data
 
-    def val_row(tree):
-        out = run(tree, offline, 'val.py', '--weights', trained, '--data', data_yaml, '--img', IMG, '--device', 'cpu',
-                  '--project', tmp_path, '--name', 'val')
-        rows = val_rows(out)
-        assert rows, f'val.py on {tree} printed no metrics row:\n{out[-3000:]}'
-        return rows[0]
-
-    assert val_row(unpatched) == val_row(yolov5_dir)
-    run(unpatched, offline, 'detect.py', '--weights', trained, '--source', image, '--img', IMG, '--device', 'cpu',
-        '--project', tmp_path, '--name', 'detect', '--exist-ok')
-    assert (tmp_path / 'detect' / image.name).is_file()
     copy = tmp_path / 'best.pt'
     copy.write_bytes(trained.read_bytes())
     formats = ['torchscript', 'onnx'] + (['tflite'] if _has_tensorflow() else [])
-    run(unpatched, offline, 'export.py', '--weights', copy, '--include', *formats, '--img', IMG, '--device', 'cpu')
+    common = ['--img', IMG, '--device', 'cpu']
+    runs = {  # (tree, arguments): val.py on both trees, detect.py and export.py, side by side
+        'val unpatched': (unpatched, ['val.py', '--weights', trained, '--data', data_yaml, *common,
+                                      '--project', tmp_path, '--name', 'val-unpatched']),
+        'val patched': (yolov5_dir, ['val.py', '--weights', trained, '--data', data_yaml, *common,
+                                     '--project', tmp_path, '--name', 'val-patched']),
+        'detect': (unpatched, ['detect.py', '--weights', trained, '--source', image, *common, '--project', tmp_path,
+                               '--name', 'detect', '--exist-ok']),
+        'export': (unpatched, ['export.py', '--weights', copy, '--include', *formats, *common]),
+    }
+    procs = {name: subprocess.Popen([sys.executable, *map(str, args)], cwd=tree, env=offline, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True) for name, (tree, args) in runs.items()}
+    outputs = {name: proc.communicate(timeout=900)[0] for name, proc in procs.items()}
+    for name, proc in procs.items():
+        assert proc.returncode == 0, f'{name}:\n{outputs[name][-4000:]}'
+    rows = {name: val_rows(outputs[name]) for name in ('val unpatched', 'val patched')}
+    assert all(rows.values()), f'val.py printed no metrics row: {outputs["val unpatched"][-3000:]}'
+    assert rows['val unpatched'][0] == rows['val patched'][0]
+    assert (tmp_path / 'detect' / image.name).is_file()
     assert copy.with_suffix('.torchscript').is_file() and copy.with_suffix('.onnx').is_file()
     run(unpatched, offline, '-c', COMPARE_ONNX, copy, copy.with_suffix('.onnx'), IMG)
     if 'tflite' in formats:
