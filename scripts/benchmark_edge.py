@@ -3,12 +3,14 @@
 TFLite through LiteRT with XNNPACK (fp32, fp16 weights: the files the stock export.py writes; int8:
 `yolov5-mnv4-export --int8`'s model, full integer but for the attention's matmuls and softmax, and
 for the hybrids also `tflite_int8_full`, the full-integer model that export.py --int8 writes),
-OpenVINO (f32, its default precision, int8 through nncf) and ONNX Runtime fp32; batch 1, 2 threads,
-median and IQR; ratios against the targets. Needs the `edge` extra.
+OpenVINO (f32, its default precision, int8 through nncf) and ONNX Runtime fp32, with --runtimes also
+NCNN, MNN and ExecuTorch (XNNPACK) fp32 as `yolov5-mnv4-export` writes them; batch 1, 2 threads,
+median and IQR; ratios against the targets. Needs the `edge` extra (and `runtimes` for --runtimes).
 
     python scripts/benchmark_edge.py --yolov5 .cache/yolov5-v7.0 [--sizes 320 640] [--models ...]
 
-Only the runtime's own call is timed (LiteRT `invoke()`, ONNX Runtime `run`, OpenVINO `infer`), each
+Only the runtime's own call is timed (LiteRT `invoke()`, ONNX Runtime `run`, OpenVINO `infer`, NCNN's
+extract, MNN's forward and read, ExecuTorch's execute), each
 fed its own input type (uint8 for the int8 TFLite models) set once before the rounds; quantizing
 the input and reading the outputs back are not timed. Weights are untrained (latency does not
 depend on them); int8 calibrates on 100 coco128 train images (`--data`). Also counts each TFLite
@@ -33,7 +35,10 @@ MODELS = {'yolov5n': 'yolov5n.yaml', 'yolov5s': 'yolov5s.yaml',
           'MNv4-Hybrid-M': 'yolov5-mnv4-hybrid-m.yaml', 'MNv4-Hybrid-L': 'yolov5-mnv4-hybrid-l.yaml'}
 DEFAULT_MODELS = [name for name in MODELS if name != 'MNv4-Hybrid-L']
 RUNTIMES = ['tflite_fp32', 'tflite_fp16', 'tflite_int8', 'tflite_int8_full', 'ov_f32', 'ov_default', 'ov_int8',
-            'ort_fp32']
+            'ort_fp32', 'ncnn_fp32', 'mnn_fp32', 'et_fp32']
+# yolov5-mnv4-export's formats (--runtimes): what each writes beside model.pt
+RUNTIME_FILES = {'ncnn_fp32': ('ncnn', 'model_ncnn_model'), 'mnn_fp32': ('mnn', 'model.mnn'),
+                 'et_fp32': ('executorch', 'model.pte')}
 TARGETS = [('MNv4-Conv-S', 'yolov5n', 0.8), ('MNv4-Conv-S-ReLU', 'yolov5n', 0.8),
            ('MNv4-Conv-M', 'yolov5s', 1.0), ('MNv4-Conv-M-ReLU', 'yolov5s', 1.0),
            ('MNv4-Hybrid-M', 'MNv4-Conv-M', 1.25)]  # the paper's Pixel 6 CPU backbone ratio, 14.3 / 11.4 ms
@@ -91,6 +96,14 @@ def export_all(yolov5, name, size, work, env, calibration, reuse=False):
     return folder
 
 
+def export_runtimes(yolov5, folder, size, env):
+    """NCNN, MNN and ExecuTorch models of folder/model.pt through yolov5-mnv4-export (fp32), unless there."""
+    missing = [fmt for fmt, name in RUNTIME_FILES.values() if not (folder / name).exists()]
+    if missing:
+        run([sys.executable, '-m', 'yolov5_mnv4', 'export', '--weights', folder / 'model.pt', '--include', *missing,
+             '--img', size], yolov5, env)
+
+
 def calibration_images(data_dir, size, n=CALIBRATION_IMAGES):
     import cv2
     import numpy as np
@@ -114,7 +127,7 @@ def openvino_models(onnx_path, calibration):
     return compiled, default
 
 
-def runners_for(folder, size, calibration):
+def runners_for(folder, size, calibration, with_runtimes=False):
     """{runtime: the runtime's call alone}, OpenVINO's default precision, {runtime: XNNPACK partitions}."""
     import numpy as np
     from yolov5_mnv4.edge import TFLiteModel
@@ -132,6 +145,12 @@ def runners_for(folder, size, calibration):
     session = ort_session(folder / 'model.onnx')
     feed = {session.get_inputs()[0].name: nchw}
     runners['ort_fp32'] = lambda: session.run(None, feed)
+    if with_runtimes:
+        from yolov5_mnv4 import runtimes
+        for key, (fmt, name) in RUNTIME_FILES.items():
+            model = runtimes.load(fmt, folder / name, threads=THREADS)
+            model.set_input(nchw)
+            runners[key] = model.invoke
     compiled, default = openvino_models(folder / 'model.onnx', calibration)
     for key, model in compiled.items():
         request = model.create_infer_request()
@@ -149,6 +168,8 @@ def main(argv=None):
     parser.add_argument('--sizes', type=int, nargs='+', default=[320, 640])
     parser.add_argument('--models', nargs='+', choices=list(MODELS), default=DEFAULT_MODELS)
     parser.add_argument('--reps', type=int, default=20, help='timed rounds per model and runtime (0: export only, for a later --reuse run on an idle machine)')
+    parser.add_argument('--runtimes', action='store_true',
+                        help='also NCNN, MNN and ExecuTorch (XNNPACK) in fp32, through yolov5-mnv4-export (the runtimes extra)')
     parser.add_argument('--reuse', action='store_true',
                         help="time the exports a finished earlier run left in --out (exports take most of a run's time)")
     args = parser.parse_args(argv)
@@ -166,9 +187,11 @@ def main(argv=None):
         for name in args.models:
             print(f'benchmark_edge: {name} at {size}', flush=True)
             folder = export_all(yolov5, name, size, out / 'exports', env, calibration, args.reuse)
+            if args.runtimes:
+                export_runtimes(yolov5, folder, size, env)
             if not args.reps:
                 continue
-            model_runners, default, model_partitions = runners_for(folder, size, calibration)
+            model_runners, default, model_partitions = runners_for(folder, size, calibration, args.runtimes)
             defaults.add(default)
             runners.update({(name, key): run_ for key, run_ in model_runners.items()})
             partitions[(name, size)] = model_partitions
@@ -198,16 +221,17 @@ def report(rows, args, out, defaults, tf):
                f'tensorflow {tf.__version__}, ai-edge-litert {ai_edge_litert.__version__}, openvino '
                f'{openvino.__version__} (default precision: {", ".join(sorted(defaults))}), onnxruntime '
                f'{onnxruntime.__version__}')
-    columns = ['model', 'size'] + [f'{k}_{s}' for k in RUNTIMES for s in ('ms', 'iqr')] + ['xnnpack_partitions']
+    used = [k for k in RUNTIMES if any(f'{k}_ms' in r for r in rows)]
+    columns = ['model', 'size'] + [f'{k}_{s}' for k in used for s in ('ms', 'iqr')] + ['xnnpack_partitions']
     with open(out / 'benchmark_edge.csv', 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     (out / 'benchmark_edge.json').write_text(json.dumps({'machine': machine, 'rows': rows}, indent=1))
     cell = lambda r, k: f"{r[f'{k}_ms']} ±{r[f'{k}_iqr']}" if f'{k}_ms' in r else '-'  # noqa: E731
-    header = ['model', 'size'] + RUNTIMES + ['XNNPACK partitions']
+    header = ['model', 'size'] + used + ['XNNPACK partitions']
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-    lines += ['| ' + ' | '.join([r['model'], str(r['size'])] + [cell(r, k) for k in RUNTIMES] + [r['xnnpack_partitions']])
+    lines += ['| ' + ' | '.join([r['model'], str(r['size'])] + [cell(r, k) for k in used] + [r['xnnpack_partitions']])
               + ' |' for r in rows]
     by = {(r['model'], r['size']): r for r in rows}
     ratios = []
