@@ -167,10 +167,12 @@ def val_rows(output):
 
 def run_side_by_side(commands, cwd, env, timeout=900):
     """Start every command (a list of arguments) at once, wait for all; [(returncode, output)] in
-    order. Most of an export's or a YOLOv5 script's time is single-threaded Python (imports, graph
-    conversion), so on CI's two CPUs three of them take about the time of two."""
-    procs = [subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for cmd in commands]
+    order. `cwd`: one folder for all, or a list with one per command. Most of an export's or a YOLOv5
+    script's time is single-threaded Python (imports, graph conversion), so on CI's two CPUs three of
+    them take about the time of two."""
+    cwds = cwd if isinstance(cwd, list) else [cwd] * len(commands)
+    procs = [subprocess.Popen([str(c) for c in cmd], cwd=folder, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for cmd, folder in zip(commands, cwds)]
     results = []
     for proc in procs:
         output, _ = proc.communicate(timeout=timeout)

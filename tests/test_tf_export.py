@@ -65,8 +65,8 @@ SCORE_BOUND = 2e-4  # max abs error of the scores, which lie in [0, 1] (measured
 def assert_detector_close(got, ref, what):
     """A detector's outputs (PyTorch layout) within the fp32 bounds: boxes against their own scale,
     scores absolutely (mixed, the pixel-sized boxes would hide any score error). Returns both errors."""
-    boxes = float(np.abs(got[..., :4] - ref[..., :4]).max() / np.abs(ref[..., :4]).max())
-    scores = float(np.abs(got[..., 4:] - ref[..., 4:]).max())
+    from yolov5_mnv4.export import detection_errors
+    boxes, scores = detection_errors(got, ref)
     assert boxes <= BOX_BOUND and scores <= SCORE_BOUND, \
         f'{what}: boxes off by {boxes:.3g} of their scale (bound {BOX_BOUND}), scores by {scores:.3g} (bound {SCORE_BOUND})'
     return boxes, scores

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from helpers import pristine_copy, val_rows
+from helpers import pristine_copy, run_side_by_side, val_rows
 from smoke import COMPARE_ONNX
 from test_golden import GOLDEN, close, stored_output
 from yolov5_mnv4.demo import prepare_data
@@ -121,11 +121,12 @@ def test_stock_detect_val_export_on_the_unpatched_tree(trained, unpatched, yolov
                                '--name', 'detect', '--exist-ok']),
         'export': (unpatched, ['export.py', '--weights', copy, '--include', *formats, *common]),
     }
-    procs = {name: subprocess.Popen([sys.executable, *map(str, args)], cwd=tree, env=offline, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True) for name, (tree, args) in runs.items()}
-    outputs = {name: proc.communicate(timeout=900)[0] for name, proc in procs.items()}
-    for name, proc in procs.items():
-        assert proc.returncode == 0, f'{name}:\n{outputs[name][-4000:]}'
+    results = run_side_by_side([[sys.executable, *args] for _, args in runs.values()],
+                               [tree for tree, _ in runs.values()], offline)
+    outputs = {}
+    for name, (rc, log) in zip(runs, results):
+        assert rc == 0, f'{name}:\n{log[-4000:]}'
+        outputs[name] = log
     rows = {name: val_rows(outputs[name]) for name in ('val unpatched', 'val patched')}
     assert all(rows.values()), f'val.py printed no metrics row: {outputs["val unpatched"][-3000:]}'
     assert rows['val unpatched'][0] == rows['val patched'][0]

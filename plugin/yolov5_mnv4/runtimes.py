@@ -174,13 +174,12 @@ class MNNModel:
         self.input = self.expr.const(x, list(x.shape), self.expr.NCHW)
 
     def invoke(self):
-        out = self.module.forward(self.input)
-        out.read()  # the computation runs lazily: reading the output is what waits for it
-        return out
+        # the computation runs lazily: reading the output is what waits for it
+        return self.module.forward(self.input).read()
 
     def __call__(self, x):
         self.set_input(x)
-        return np.array(self.invoke().read())
+        return np.array(self.invoke())
 
 
 class ExecuTorchModel:
