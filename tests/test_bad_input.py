@@ -140,7 +140,8 @@ EXPORT_CASES = [
     ('odd-size', ['--img', '300'], '--img (300, 300): sizes must be multiples of 32'),
     ('three-sizes', ['--img', '320', '320', '320'], '--img takes one size or two (height width)'),
     ('unknown-format', ['--include', 'rknn'], "argument --include: invalid choice: 'rknn'"),
-    ('int8-ncnn', ['--include', 'ncnn', '--int8', '--data', __file__], '--int8 is built for tflite only so far, not for ncnn'),
+    ('int8-ncnn', ['--include', 'ncnn', '--int8', '--data', __file__], '--int8 is not offered for ncnn: NCNN quantizes with its C++ tools'),
+    ('int8-half', ['--include', 'mnn', '--int8', '--half', '--data', __file__], '--int8 and --half exclude each other'),
     ('half-tflite', ['--include', 'tflite', '--half'], '--half is for ncnn and mnn'),
 ]
 

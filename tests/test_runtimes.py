@@ -30,11 +30,31 @@ REAL_BOUND = 1e-4
 NOISE_BOUND = 1e-3
 BROKEN = 0.1  # a broken export must be off by at least this (measured 0.4 and more)
 
+INT8_FORMATS = {'mnn': 'best-int8.mnn', 'executorch': 'best-int8.pte'}
+# int8 exports of the trained Conv-S at 160 (calibrated on the 32 train images of tests/data/coco64)
+# against its fused fp32 PyTorch model on the 32 val images: score signal-to-noise on every level
+# (parity.score_snr_db) and detections after NMS (parity.detection_agreement). Measured: MNN
+# 23.9 / 23.5 / 16.8 dB, recall 0.32, precision 0.89; ExecuTorch 30.6 / 29.8 / 28.8 dB, 0.72 / 1.00.
+# The fp32 model with TF 'same' padding on its first stride-2 conv: 10.7 / 12.2 / 17.2 dB; without
+# the UIB residuals: 8.1 / 8.1 / 7.5 dB, recall 0.04; without one: 12.2 / 11.2 / 11.7 (the first),
+# 22.9 / 21.9 / 11.6 (the last), 26.4 / 25.6 / 15.6 (the 6th of 10: subtler than MNN's rounding at
+# P5, so only ExecuTorch's bound catches it).
+INT8_SNR_DB = {'mnn': 14.0, 'executorch': 24.0}
+INT8_RECALL, INT8_PRECISION = 0.25, 0.5
+
 
 @pytest.fixture(scope='module')
-def exports(yolo, yolov5_dir, offline, tmp_path_factory):
+def int8_data(yolov5_dir, tmp_path_factory):
+    """A data YAML over the shipped coco64 subset (32 train images calibrate, 32 val images check)."""
+    from yolov5_mnv4.demo import prepare_data
+    return prepare_data(REPO / 'tests' / 'data' / 'coco64', yolov5_dir, tmp_path_factory.mktemp('int8'))[0]
+
+
+@pytest.fixture(scope='module')
+def exports(yolo, yolov5_dir, offline, int8_data, tmp_path_factory):
     """{case: (weights, image size, the command's output)}: one export of each case to all three
-    formats, the three commands side by side (lowering to ExecuTorch is mostly single-threaded)."""
+    formats, and an int8 export of the trained Conv-S (case 'int8') to MNN and ExecuTorch, the four
+    commands side by side (lowering to ExecuTorch is mostly single-threaded)."""
     cases = {}
     for case, (source, peaked, size) in CASES.items():
         weights = tmp_path_factory.mktemp(case) / 'best.pt'
@@ -45,6 +65,10 @@ def exports(yolo, yolov5_dir, offline, tmp_path_factory):
         cases[case] = (weights, size)
     commands = [[sys.executable, '-m', 'yolov5_mnv4', 'export', '--weights', weights, '--include', *FORMATS,
                  '--img', size] for weights, size in cases.values()]
+    cases['int8'] = (tmp_path_factory.mktemp('int8-export') / 'best.pt', CASES['conv-s-trained'][2])
+    cases['int8'][0].write_bytes(TRAINED.read_bytes())
+    commands.append([sys.executable, '-m', 'yolov5_mnv4', 'export', '--weights', cases['int8'][0], '--include',
+                     *INT8_FORMATS, '--int8', '--data', int8_data, '--img', cases['int8'][1]])
     done = {}
     for (case, (weights, size)), (rc, log) in zip(cases.items(), run_side_by_side(commands, yolov5_dir,
                                                                                   {**os.environ, **offline})):
@@ -130,3 +154,60 @@ def test_parity_bound_rejects_an_export_with_same_padding(yolo, tmp_path, fmt):
     errors = [detection_errors(runner(im), ref) for im, ref in zip(ims, refs)]
     print(f'{fmt} with same padding: (boxes, scores) per image {errors}')
     assert all(max(e) >= BROKEN for e in errors), errors
+
+
+def val_images(data, size):
+    from yolov5_mnv4.export import dataset_images
+    return dataset_images(data, 'val', (size, size), 32)
+
+
+def check_int8(outputs, refs, detect, size, fmt, what):
+    """The int8 bounds of `fmt` on the trained Conv-S's val images, against its fused fp32 model."""
+    from yolov5_mnv4.parity import int8_report
+    snr, recall, precision, ref_boxes, line = int8_report(outputs, refs, detect.stride, detect.na, (size, size))
+    print(f'{what}: {line}')
+    assert ref_boxes >= 20, 'the trained model should find boxes on these images'
+    assert min(snr) >= INT8_SNR_DB[fmt], f'{what}: score SNR {min(snr):.1f} dB < {INT8_SNR_DB[fmt]} on a level'
+    assert recall >= INT8_RECALL and precision >= INT8_PRECISION, (what, recall, precision)
+
+
+@pytest.fixture(scope='module')
+def int8_reference(yolo, exports, int8_data):
+    """The trained Conv-S fused, its val images and its fp32 outputs on them."""
+    model = fused(yolo, TRAINED)
+    ims = val_images(int8_data, exports['int8'][1])
+    return model, ims, [o[0] for o in outputs_of(model, ims)]
+
+
+@pytest.mark.parametrize('fmt', INT8_FORMATS)
+def test_int8_export_agrees_with_fp32(exports, int8_reference, fmt):
+    from yolov5_mnv4 import runtimes
+    weights, size, log = exports['int8']
+    assert f'yolov5-mnv4-export: {fmt}: 32 val images: score signal-to-noise per level' in log
+    model, ims, refs = int8_reference
+    runner = runtimes.load(fmt, weights.with_name(INT8_FORMATS[fmt]))
+    check_int8([runner(im) for im in ims], refs, model.model[-1], size, fmt, f'{fmt} int8')
+
+
+def drop_residuals_(model, which):
+    from yolov5_mnv4.blocks import UniversalInvertedBottleneck
+    blocks = [m for m in model.modules() if isinstance(m, UniversalInvertedBottleneck) and m.has_residual]
+    for block in blocks if which == 'all' else [blocks[which]]:
+        block.has_residual = False
+    return model, None
+
+
+INT8_BUGS = {'same-padding': same_padding_, 'no-residual': lambda m: drop_residuals_(m, 'all'),
+             'first-residual': lambda m: drop_residuals_(m, 0), 'last-residual': lambda m: drop_residuals_(m, -1),
+             'sixth-residual': lambda m: drop_residuals_(m, 5)}
+
+
+@pytest.mark.parametrize('bug, fmt', [(bug, fmt) for bug in INT8_BUGS for fmt in INT8_FORMATS
+                                      if (bug, fmt) != ('sixth-residual', 'mnn')])  # see INT8_SNR_DB
+def test_int8_bounds_reject_broken_fp32_copies(yolo, exports, int8_reference, bug, fmt):
+    """Negative controls: the fp32 model with a bug, in PyTorch, fails each format's int8 bounds."""
+    model, ims, refs = int8_reference
+    broken, _ = INT8_BUGS[bug](fused(yolo, TRAINED))
+    with pytest.raises(AssertionError):
+        check_int8([o[0] for o in outputs_of(broken, ims)], refs, model.model[-1], exports['int8'][1], fmt,
+                   f'fp32 PyTorch with {bug}')

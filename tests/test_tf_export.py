@@ -393,50 +393,10 @@ def int8_export(tf, yolo, yolov5_dir, offline, tmp_path_factory):
     return weights, data_yaml, log
 
 
-def nms(pred, conf=0.1):
-    from utils.general import non_max_suppression
-    return non_max_suppression(torch.from_numpy(np.ascontiguousarray(pred)), conf, 0.45)[0]
-
-
-def matched(reference, other, iou=0.5):
-    """How many reference boxes an `other` box of the same class overlaps by IoU >= iou, one to one."""
-    from torchvision.ops import box_iou
-    if not len(reference) or not len(other):
-        return 0
-    overlaps = box_iou(reference[:, :4], other[:, :4])
-    overlaps[reference[:, 5:6] != other[:, 5].view(1, -1)] = 0
-    used, hits = set(), 0
-    for i in range(len(reference)):  # reference boxes come sorted by confidence
-        for j in overlaps[i].argsort(descending=True).tolist():
-            if overlaps[i, j] < iou:
-                break
-            if j not in used:
-                used.add(j)
-                hits += 1
-                break
-    return hits
-
-
 def score_snr_db(outputs, refs, detect, size):
-    """Per output level, the signal-to-noise ratio (dB) of the scores (objectness and classes) of
-    `outputs` against `refs` (PyTorch layout, one row block per image), averaged over the images.
-
-    Scores, not boxes: int8 keeps a trained model's scores within ~24 dB of fp32 on every level but
-    its large-anchor boxes at P5 within ~5 dB (the TF Detect's wh arithmetic runs in int8), where a
-    broken graph moves boxes less than that and scores much more (measured, tests/data/README.md)."""
-    from yolov5_mnv4.edge import level_snr_db
-    return np.mean([level_snr_db(o[None, :, 4:], r[None, :, 4:], detect.stride, detect.na, (size, size))
-                    for o, r in zip(outputs, refs)], axis=0)
-
-
-def detection_agreement(outputs, refs):
-    """(recall, precision, reference boxes): boxes after NMS (conf 0.1) of `outputs` matching those of
-    `refs` (same class, IoU >= 0.5, one to one)."""
-    ref_boxes = got_boxes = hits = 0
-    for got, ref in zip(outputs, refs):
-        ref_det, got_det = nms(ref[None]), nms(got[None])
-        ref_boxes, got_boxes, hits = ref_boxes + len(ref_det), got_boxes + len(got_det), hits + matched(ref_det, got_det)
-    return hits / max(ref_boxes, 1), hits / max(got_boxes, 1), ref_boxes
+    """Per level, the scores' signal-to-noise (dB) of `outputs` against `refs` (parity.score_snr_db)."""
+    from yolov5_mnv4.parity import score_snr_db as snr
+    return snr(outputs, refs, detect.stride, detect.na, (size, size))
 
 
 INT8_SCORE_SNR_DB = 16.0  # every level; measured 24.2 / 24.2 / 24.7 dB, 'same-padding' 7.7 / 9.0 / 12.2
@@ -445,6 +405,7 @@ INT8_SCORE_SNR_DB = 16.0  # every level; measured 24.2 / 24.2 / 24.7 dB, 'same-p
 def check_int8_fidelity(outputs, refs, detect, what):
     """The int8 test's bounds on the trained Conv-S-ReLU detector at IMG, against its fp32 TFLite."""
     snr = score_snr_db(outputs, refs, detect, IMG)
+    from yolov5_mnv4.parity import detection_agreement
     recall, precision, ref_boxes = detection_agreement(outputs, refs)
     score_error = float(np.abs(outputs[..., 4:] - refs[..., 4:]).mean())
     print(f'{what} vs fp32 TFLite on {len(refs)} val images of {coco().name} at {IMG}: score SNR per level '

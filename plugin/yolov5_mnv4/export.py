@@ -16,7 +16,11 @@ the signal-to-noise ratio of each output level, the op types left in float and X
 `ncnn`, `mnn` and `executorch` (module `runtimes`) write `best_ncnn_model/`, `best.mnn` and
 `best.pte` beside the weights (fp32; `--half`: fp16 weights in NCNN and MNN) and check each against
 the fused PyTorch model on a real and a random image: the largest box error against the largest box
-coordinate, and the largest score error.
+coordinate, and the largest score error. With `--int8 --data data.yaml`, MNN and ExecuTorch write
+`best-int8.mnn` and `best-int8.pte` (calibrated as above; the Detect's decoding stays float in
+ExecuTorch) and print, on the data's first 32 val images against the fused fp32 model, the scores'
+signal-to-noise per output level and how many fp32 detections the int8 model finds (module
+`parity`). NCNN's int8 tools are C++ only (see --int8's error).
 """
 import argparse
 import sys
@@ -25,9 +29,11 @@ from pathlib import Path
 from . import __version__
 from . import runtimes
 from .convert import find_yolov5_tree
+from .parity import detection_errors
 
 PROG = 'yolov5-mnv4-export'
 CALIBRATION_IMAGES = 100
+INT8_PARITY_IMAGES = 32  # val images of --data on which int8 exports are compared with fp32
 FORMATS = ('tflite',) + runtimes.FORMATS
 
 
@@ -55,16 +61,26 @@ def keras_detector(model, imgsz):
     return keras_model
 
 
-def calibration_images(data, imgsz, n=CALIBRATION_IMAGES):
-    """The data's train images as export.py --int8 feeds them (letterboxed, RGB, NHWC, in [0, 1])."""
+def dataset_images(data, split, imgsz, n):
+    """The first `n` images of the data's `split` as YOLOv5 feeds them: letterboxed, RGB, NCHW, in [0, 1]."""
     import numpy as np
     from utils.dataloaders import LoadImages
     from utils.general import check_dataset
     images = []
-    for _, im, *_ in LoadImages(check_dataset(str(data))['train'], img_size=imgsz, auto=False):
-        images.append(np.ascontiguousarray(im.transpose(1, 2, 0))[None].astype(np.float32) / 255)
+    for _, im, *_ in LoadImages(check_dataset(str(data))[split], img_size=imgsz, auto=False):
+        images.append(im[None].astype(np.float32) / 255)
         if len(images) == n:
             break
+    return images
+
+
+def calibration_images(data, imgsz, n=CALIBRATION_IMAGES, layout='NHWC'):
+    """The data's train images as export.py --int8 feeds them (letterboxed, RGB, in [0, 1]); NHWC for
+    TFLite, NCHW for the PyTorch-side exports."""
+    import numpy as np
+    images = dataset_images(data, 'train', imgsz, n)
+    if layout == 'NHWC':
+        images = [np.ascontiguousarray(im.transpose(0, 2, 3, 1)) for im in images]
     print(f'{PROG}: calibrating on {len(images)} images of {data}', flush=True)
     return images
 
@@ -119,22 +135,32 @@ def export_tflite(model, weights, imgsz, int8, data, float_blocks=False):
     return out
 
 
-def export_runtime(model, weights, imgsz, fmt, half=False):
-    """Write `fmt` (ncnn, mnn, executorch) beside the weights and print its parity lines."""
+def export_runtime(model, weights, imgsz, fmt, half=False, data=None, calibration=None):
+    """Write `fmt` (ncnn, mnn, executorch) beside the weights and print its parity lines; with `data`,
+    int8 (mnn, executorch) calibrated on `calibration` (NCHW) and checked on its val images."""
     import torch
     net = detection_output(model).eval()
     im = torch.zeros(1, 3, *imgsz)
+    with torch.no_grad():
+        net(im)  # Detect caches its grids: they are exported as constants, as export.py's dry run does
     stem = weights.with_suffix('')
-    print(f'{PROG}: {fmt}{" (fp16 weights)" if half else ""} export of {weights.name} at {imgsz[0]}x{imgsz[1]}', flush=True)
+    kind = ' (int8)' if data else ' (fp16 weights)' if half else ''
+    print(f'{PROG}: {fmt}{kind} export of {weights.name} at {imgsz[0]}x{imgsz[1]}', flush=True)
+    int8 = '-int8' if data else ''
     if fmt == 'ncnn':
         out, notes = runtimes.export_ncnn(net, im, stem.with_name(f'{stem.name}_ncnn_model'), half), []
     elif fmt == 'mnn':
-        out, notes = runtimes.export_mnn(net, im, stem.with_suffix('.mnn'), half), []
+        out, notes = runtimes.export_mnn(net, im, stem.with_name(f'{stem.name}{int8}.mnn'), half, calibration), []
     else:
-        out, outside = runtimes.export_executorch(net, im, stem.with_suffix('.pte'))
+        # the Detect's own ops (sigmoid, grid and anchor arithmetic, the concatenation of boxes in
+        # pixels with scores in [0, 1]) stay float: one int8 scale for both leaves the scores noise
+        out, outside = runtimes.export_executorch(net, im, stem.with_name(f'{stem.name}{int8}.pte'), calibration,
+                                                  float_modules=(f'model.model.{len(model.model) - 1}',))
         notes = [f'ops outside the XNNPACK delegate: {", ".join(f"{op} {n}" for op, n in sorted(outside.items())) or "none"}']
     print(f'{PROG}: wrote {out}')
-    for line in runtime_parity(net, runtimes.load(fmt, out), imgsz) + notes:
+    runner = runtimes.load(fmt, out)
+    lines = int8_parity(net, runner, model.model[-1], data, imgsz) if data else runtime_parity(net, runner, imgsz)
+    for line in lines + notes:
         print(f'{PROG}: {fmt}: {line}')
     return out
 
@@ -154,14 +180,6 @@ def detection_output(model):
     return Wrapped()
 
 
-def detection_errors(got, ref):
-    """(largest box error / largest box coordinate, largest score error) of YOLOv5 outputs."""
-    import numpy as np
-    got, ref = np.asarray(got, np.float64).reshape(ref.shape), np.asarray(ref, np.float64)
-    boxes = float(np.abs(got[..., :4] - ref[..., :4]).max() / np.abs(ref[..., :4]).max())
-    return boxes, float(np.abs(got[..., 4:] - ref[..., 4:]).max())
-
-
 def parity_images(imgsz):
     """{'real': an embedded COCO image letterboxed to imgsz, 'random': uniform noise}, NCHW in [0, 1]."""
     import numpy as np
@@ -172,6 +190,19 @@ def parity_images(imgsz):
     _, im, *_ = next(iter(LoadImages(str(first), img_size=imgsz, auto=False)))
     return {'real': im[None].astype(np.float32) / 255,
             'random': np.random.default_rng(0).random((1, 3, *imgsz), dtype=np.float32)}
+
+
+def int8_parity(net, runner, detect, data, imgsz, n=INT8_PARITY_IMAGES):
+    """One line: the int8 export against the fused fp32 PyTorch model on the data's first val images."""
+    import torch
+
+    from .parity import int8_report
+    images = dataset_images(data, 'val', imgsz, n)
+    with torch.no_grad():
+        refs = [net(torch.from_numpy(im)).numpy()[0] for im in images]
+    outputs = [runner(im) for im in images]
+    return [f'{len(images)} val images: ' + int8_report(outputs, refs, detect.stride, detect.na, imgsz)[-1]
+            + ' against the fused fp32 PyTorch model']
 
 
 def runtime_parity(net, runner, imgsz):
@@ -192,7 +223,7 @@ def parse_args(argv, prog):
     parser.add_argument('--weights', type=Path, required=True, help='a YOLOv5 detection checkpoint (best.pt)')
     parser.add_argument('--include', nargs='+', choices=FORMATS, default=['tflite'], help='formats to write')
     parser.add_argument('--img', '--imgsz', type=int, nargs='+', default=[640], help='image size (h, w or one)')
-    parser.add_argument('--int8', action='store_true', help='int8 with float attention, calibrated on --data')
+    parser.add_argument('--int8', action='store_true', help='int8 (tflite: with float attention; mnn, executorch), calibrated on --data')
     parser.add_argument('--data', type=Path, help='dataset yaml whose train images calibrate --int8')
     parser.add_argument('--float-blocks', action='store_true',
                         help='--int8: keep whole attention blocks (their convs too) in float, for precision')
@@ -202,9 +233,12 @@ def parse_args(argv, prog):
     args = parser.parse_args(argv)
     if not args.weights.is_file():
         parser.error(f'--weights {args.weights}: no such file')
-    others = [fmt for fmt in args.include if fmt != 'tflite']
-    if args.int8 and others:
-        parser.error(f'--int8 is built for tflite only so far, not for {" ".join(others)}')
+    if args.int8 and 'ncnn' in args.include:
+        parser.error('--int8 is not offered for ncnn: NCNN quantizes with its C++ tools ncnn2table and ncnn2int8, '
+                     'which come with an NCNN build from source, not with the pnnx or ncnn packages on PyPI '
+                     '(export fp32 here, then run those tools on best_ncnn_model/)')
+    if args.int8 and args.half:
+        parser.error('--int8 and --half exclude each other')
     if args.half and args.include == ['tflite']:
         parser.error('--half is for ncnn and mnn (TFLite fp16 comes from the stock export.py --include tflite --half)')
     if args.int8 and not args.data:
@@ -245,11 +279,13 @@ def main(argv=None, prog=PROG):
     weights = args.weights.resolve()
     data = args.data.resolve() if args.data else None
     model = load_detector(weights)
+    runtime_int8 = args.int8 and any(fmt in runtimes.FORMATS for fmt in args.include)
+    calibration = calibration_images(data, args.img, layout='NCHW') if runtime_int8 else None
     for fmt in args.include:
         if fmt == 'tflite':
             export_tflite(model, weights, args.img, args.int8, data, args.float_blocks)
         else:
-            export_runtime(model, weights, args.img, fmt, args.half)
+            export_runtime(model, weights, args.img, fmt, args.half, data if args.int8 else None, calibration)
     return 0
 
 

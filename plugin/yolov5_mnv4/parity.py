@@ -1,0 +1,78 @@
+"""How far an exported detector is from the fused PyTorch model, in the measures the export command
+prints and the tests bound: for float exports the largest box and score errors, for int8 ones the
+signal-to-noise ratio of the scores per output level and the agreement of the detections after NMS.
+
+Outputs are YOLOv5's (1, anchors, 5 + classes) arrays, PyTorch layout. `detection_agreement` uses the
+host's NMS (YOLOv5's `utils.general.non_max_suppression`, importable inside the tree).
+"""
+import numpy as np
+
+from .edge import level_snr_db
+
+AGREEMENT_CONF = 0.1  # NMS confidence threshold of detection_agreement
+AGREEMENT_IOU = 0.5  # a box agrees with a reference box of the same class that it overlaps this much
+
+
+def detection_errors(got, ref):
+    """(largest box error / largest box coordinate, largest score error) of YOLOv5 outputs."""
+    got, ref = np.asarray(got, np.float64).reshape(ref.shape), np.asarray(ref, np.float64)
+    boxes = float(np.abs(got[..., :4] - ref[..., :4]).max() / np.abs(ref[..., :4]).max())
+    return boxes, float(np.abs(got[..., 4:] - ref[..., 4:]).max())
+
+
+def score_snr_db(outputs, refs, strides, anchors_per_cell, imgsz):
+    """Per output level, the signal-to-noise ratio (dB) of the scores (objectness and classes) of
+    `outputs` against `refs` (one (anchors, 5 + classes) block per image), averaged over the images.
+
+    Scores, not boxes: int8 keeps a trained model's scores within ~24 dB of fp32 on every level, while
+    its large-anchor boxes move more (TFLite's Detect runs its wh arithmetic in int8), and a broken
+    graph moves boxes less than that and scores much more (tests/data/README.md)."""
+    return np.mean([level_snr_db(np.asarray(o).reshape(np.shape(r))[None, :, 4:], np.asarray(r)[None, :, 4:],
+                                 strides, anchors_per_cell, imgsz) for o, r in zip(outputs, refs)], axis=0)
+
+
+def nms(pred, conf=AGREEMENT_CONF):
+    import torch
+    from utils.general import non_max_suppression
+    return non_max_suppression(torch.from_numpy(np.ascontiguousarray(pred, np.float32)), conf, 0.45)[0]
+
+
+def matched(reference, other, iou=AGREEMENT_IOU):
+    """How many reference boxes an `other` box of the same class overlaps by IoU >= iou, one to one."""
+    from torchvision.ops import box_iou
+    if not len(reference) or not len(other):
+        return 0
+    overlaps = box_iou(reference[:, :4], other[:, :4])
+    overlaps[reference[:, 5:6] != other[:, 5].view(1, -1)] = 0
+    used, hits = set(), 0
+    for i in range(len(reference)):  # reference boxes come sorted by confidence
+        for j in overlaps[i].argsort(descending=True).tolist():
+            if overlaps[i, j] < iou:
+                break
+            if j not in used:
+                used.add(j)
+                hits += 1
+                break
+    return hits
+
+
+def detection_agreement(outputs, refs):
+    """(recall, precision, reference boxes): boxes after NMS (conf 0.1) of `outputs` matching those of
+    `refs` (same class, IoU >= 0.5, one to one)."""
+    ref_boxes = got_boxes = hits = 0
+    for got, ref in zip(outputs, refs):
+        got = np.asarray(got).reshape(np.shape(ref))
+        ref_det, got_det = nms(np.asarray(ref)[None]), nms(got[None])
+        ref_boxes, got_boxes, hits = ref_boxes + len(ref_det), got_boxes + len(got_det), hits + matched(ref_det, got_det)
+    return hits / max(ref_boxes, 1), hits / max(got_boxes, 1), ref_boxes
+
+
+def int8_report(outputs, refs, strides, anchors_per_cell, imgsz):
+    """(score SNR per level, recall, precision, reference boxes, one line saying them)."""
+    snr = score_snr_db(outputs, refs, strides, anchors_per_cell, imgsz)
+    recall, precision, ref_boxes = detection_agreement(outputs, refs)
+    levels = '/P'.join(str(int(s).bit_length() - 1) for s in strides)
+    line = (f'score signal-to-noise per level (P{levels}) ' + ' / '.join(f'{db:.1f}' for db in snr)
+            + f' dB; detections (conf {AGREEMENT_CONF}, same class, IoU >= {AGREEMENT_IOU}): recall {recall:.2f} '
+            f'of {ref_boxes} fp32 boxes, precision {precision:.2f}')
+    return snr, recall, precision, ref_boxes, line
