@@ -116,6 +116,7 @@ def export_mnn(model, im, path, half=False, calibration=None):
                             '--MNNModel', fp32, '--bizCode', 'MNN', *(['--fp16'] if half else []))
         if rc == 0 and fp32.is_file() and calibration is not None:
             rc, log = _mnn_tool('mnnquant', fp32, path, mnn_quant_config(calibration, tmp / 'calibration'))
+            path.with_name(f'{path.name}.json').unlink(missing_ok=True)  # mnnquant's own record of its ranges
     if rc != 0 or not path.is_file():
         raise RuntimeError(f'MNN {"quantization" if calibration is not None else "conversion"} failed (exit {rc}):\n{log[-3000:]}')
     return path

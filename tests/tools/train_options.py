@@ -79,6 +79,18 @@ def epochs_done(run):
         return len(list(csv.DictReader(f)))
 
 
+ORDER = ['resume', 'multi-scale+cache-ram+AdamW+cos-lr+label-smoothing', 'rect+freeze-5', 'image-weights',
+         'val-task-speed', 'val-augment', 'detect-video', 'detect-mixed-sizes']
+
+
+def side_by_side(jobs, workers=2):
+    """Call each job, `workers` at a time; a job's exception is raised here."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(workers) as pool:
+        for future in [pool.submit(job) for job in jobs]:
+            future.result()
+
+
 def run(args):
     yolov5 = args.yolov5.resolve()
     work = work_folder(args.out, 'options')
@@ -104,32 +116,33 @@ def run(args):
         check('resume restored' in log and 'start epoch 1 of 2' in log, 'resume did not restore')
         check(epochs_done(work / 'resume') == 2, 'resumed run did not finish both epochs')
 
-    # --resume: stop after epoch 0 of 2 (the process exits 3 on purpose, so not through `step`), resume.
-    with open(work / 'interrupt.log', 'w') as out:
-        cmd = [sys.executable, '-c', INTERRUPTED, *map(str, [*train, '--epochs', 2, '--name', 'resume'])]
-        code = subprocess.run(cmd, cwd=yolov5, env=step.env, stdout=out, stderr=subprocess.STDOUT).returncode
-    if code == 3 and (work / 'resume' / 'weights' / 'last.pt').is_file():
-        attempt('resume', resume_check, '-c', RESUMED, '--resume', work / 'resume' / 'weights' / 'last.pt')
-    else:
-        results['resume'] = f'FAILED: the interrupted run exited {code} (log: {work / "interrupt.log"})'
-        failures.append('resume')
+    def resume():
+        # --resume: stop after epoch 0 of 2 (the process exits 3 on purpose, so not through `step`), resume.
+        with open(work / 'interrupt.log', 'w') as out:
+            cmd = [sys.executable, '-c', INTERRUPTED, *map(str, [*train, '--epochs', 2, '--name', 'resume'])]
+            code = subprocess.run(cmd, cwd=yolov5, env=step.env, stdout=out, stderr=subprocess.STDOUT).returncode
+        if code == 3 and (work / 'resume' / 'weights' / 'last.pt').is_file():
+            attempt('resume', resume_check, '-c', RESUMED, '--resume', work / 'resume' / 'weights' / 'last.pt')
+        else:
+            results['resume'] = f'FAILED: the interrupted run exited {code} (log: {work / "interrupt.log"})'
+            failures.append('resume')
 
     def trained(name):
         return lambda log: check(epochs_done(work / name) == 1, f'{name}: no epoch in results.csv')
 
-    attempt('multi-scale+cache-ram+AdamW+cos-lr+label-smoothing', trained('mixed'), 'train.py', *train, '--epochs', 1,
-            '--multi-scale', '--cache', 'ram', '--optimizer', 'AdamW', '--cos-lr', '--label-smoothing', 0.1,
-            '--name', 'mixed')
-    attempt('rect+freeze-5', trained('rect'), 'train.py', *train, '--epochs', 1, '--rect', '--freeze', 5,
-            '--name', 'rect')
-    attempt('image-weights', trained('imgw'), 'train.py', *train, '--epochs', 1, '--image-weights', '--name', 'imgw')
+    # Two waves, each run two at a time (a short run's start-up and data loading are single-threaded):
+    # the trainings, then val/detect on the rect run's best.pt.
+    side_by_side([resume,
+                  lambda: attempt('multi-scale+cache-ram+AdamW+cos-lr+label-smoothing', trained('mixed'), 'train.py',
+                                  *train, '--epochs', 1, '--multi-scale', '--cache', 'ram', '--optimizer', 'AdamW',
+                                  '--cos-lr', '--label-smoothing', 0.1, '--name', 'mixed'),
+                  lambda: attempt('rect+freeze-5', trained('rect'), 'train.py', *train, '--epochs', 1, '--rect',
+                                  '--freeze', 5, '--name', 'rect'),
+                  lambda: attempt('image-weights', trained('imgw'), 'train.py', *train, '--epochs', 1,
+                                  '--image-weights', '--name', 'imgw')])
 
     best = work / 'rect' / 'weights' / 'best.pt'
     common = ['--weights', best, '--img', args.img, '--device', 'cpu']
-    attempt('val-task-speed', lambda log: check('Speed:' in log, 'no Speed line'),
-            'val.py', *common, '--data', data_yaml, '--task', 'speed', '--project', work, '--name', 'speed', '--exist-ok')
-    attempt('val-augment', lambda log: check(' all ' in log, 'no results row'),
-            'val.py', *common, '--data', data_yaml, '--augment', '--project', work, '--name', 'tta', '--exist-ok')
     video, folder, n_frames = video_and_mixed_sizes(images, work)
 
     def detected(name, expect):
@@ -140,10 +153,16 @@ def run(args):
                 check(f'video 1/1 ({n_frames}/{n_frames})' in log, 'not every frame was run')
         return verify
 
-    attempt('detect-video', detected('video', ['clip.mp4']), 'detect.py', *common, '--source', video,
-            '--project', work, '--name', 'video', '--exist-ok')
-    attempt('detect-mixed-sizes', detected('folder', sorted(p.name for p in folder.iterdir())), 'detect.py', *common,
-            '--source', folder, '--project', work, '--name', 'folder', '--exist-ok')
+    side_by_side([
+        lambda: attempt('val-task-speed', lambda log: check('Speed:' in log, 'no Speed line'), 'val.py', *common,
+                        '--data', data_yaml, '--task', 'speed', '--project', work, '--name', 'speed', '--exist-ok'),
+        lambda: attempt('val-augment', lambda log: check(' all ' in log, 'no results row'), 'val.py', *common,
+                        '--data', data_yaml, '--augment', '--project', work, '--name', 'tta', '--exist-ok'),
+        lambda: attempt('detect-video', detected('video', ['clip.mp4']), 'detect.py', *common, '--source', video,
+                        '--project', work, '--name', 'video', '--exist-ok'),
+        lambda: attempt('detect-mixed-sizes', detected('folder', sorted(p.name for p in folder.iterdir())),
+                        'detect.py', *common, '--source', folder, '--project', work, '--name', 'folder', '--exist-ok')])
+    results.update({name: results.pop(name) for name in ORDER if name in results})  # report in a fixed order
 
     print(f'\ntrain-options: {args.cfg} at --img {args.img} ({len(results) - len(failures)}/{len(results)} ok)')
     for name, result in results.items():
