@@ -97,10 +97,10 @@ def export_all(yolov5, name, size, work, env, calibration, reuse=False):
     return folder
 
 
-def export_runtimes(yolov5, folder, size, env, data_yaml):
+def export_runtimes(yolov5, folder, size, env, data_yaml, precisions=('fp32', 'int8')):
     """NCNN, MNN and ExecuTorch models of folder/model.pt through yolov5-mnv4-export, fp32 and (MNN,
     ExecuTorch) int8 calibrated on data_yaml's train images, unless there."""
-    for int8 in (False, True):
+    for int8 in [p == 'int8' for p in precisions]:
         missing = [fmt for key, (fmt, name) in RUNTIME_FILES.items()
                    if key.endswith('_int8') == int8 and not (folder / name).exists()]
         if missing:
@@ -141,7 +141,7 @@ def openvino_models(onnx_path, calibration):
     return compiled, default
 
 
-def runners_for(folder, size, calibration, with_runtimes=False):
+def runners_for(folder, size, calibration, with_runtimes=()):
     """{runtime: the runtime's call alone}, OpenVINO's default precision, {runtime: XNNPACK partitions}."""
     import numpy as np
     from yolov5_mnv4.edge import TFLiteModel
@@ -162,6 +162,8 @@ def runners_for(folder, size, calibration, with_runtimes=False):
     if with_runtimes:
         from yolov5_mnv4 import runtimes
         for key, (fmt, name) in RUNTIME_FILES.items():
+            if key.split('_')[1] not in with_runtimes:
+                continue
             model = runtimes.load(fmt, folder / name, threads=THREADS)
             model.set_input(nchw)
             runners[key] = model.invoke
@@ -184,6 +186,8 @@ def main(argv=None):
     parser.add_argument('--reps', type=int, default=20, help='timed rounds per model and runtime (0: export only, for a later --reuse run on an idle machine)')
     parser.add_argument('--runtimes', action='store_true',
                         help='also NCNN, MNN and ExecuTorch (XNNPACK) in fp32, through yolov5-mnv4-export (the runtimes extra)')
+    parser.add_argument('--runtime-precisions', nargs='+', choices=['fp32', 'int8'], default=['fp32', 'int8'],
+                        help='--runtimes: which of their precisions to export and time (int8 exports take the longest)')
     parser.add_argument('--reuse', action='store_true',
                         help="time the exports a finished earlier run left in --out (exports take most of a run's time)")
     args = parser.parse_args(argv)
@@ -206,10 +210,11 @@ def main(argv=None):
             print(f'benchmark_edge: {name} at {size}', flush=True)
             folder = export_all(yolov5, name, size, out / 'exports', env, calibration, args.reuse)
             if args.runtimes:
-                export_runtimes(yolov5, folder, size, env, data_yaml)
+                export_runtimes(yolov5, folder, size, env, data_yaml, args.runtime_precisions)
             if not args.reps:
                 continue
-            model_runners, default, model_partitions = runners_for(folder, size, calibration, args.runtimes)
+            model_runners, default, model_partitions = runners_for(folder, size, calibration, args.runtimes and
+                                                                   args.runtime_precisions)
             defaults.add(default)
             runners.update({(name, key): run_ for key, run_ in model_runners.items()})
             partitions[(name, size)] = model_partitions

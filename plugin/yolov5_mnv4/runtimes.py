@@ -1,6 +1,7 @@
 """Exports to runtimes that YOLOv5's export.py does not know, and a runner for each that parity checks
-and benchmarks share: NCNN (through pnnx, from TorchScript), MNN (MNN's converter, from ONNX) and
-ExecuTorch (torch.export, XNNPACK delegate).
+and benchmarks share: NCNN (through pnnx, from TorchScript), MNN (MNN's converter, from ONNX; int8
+through its post-training quantizer) and ExecuTorch (torch.export, XNNPACK delegate; int8 through
+PT2E quantization).
 
 Host-free: `model` is any eval-mode torch module taking one NCHW float image batch and returning one
 tensor. Runners take and return numpy arrays (NCHW float32 in, the model's output out). Each
