@@ -137,27 +137,15 @@ class Engine:
     def __call__(self, x):
         self.input.copy_(x.to(self.input.dtype))
         self.run()
-        torch_sync()
+        self.stream.synchronize()
         return self.output.float().cpu().numpy()
-
-
-def torch_sync():
-    import torch
-    torch.cuda.synchronize()
-
-
-def export_onnx(net, x, path):
-    import torch
-    with torch.no_grad():
-        torch.onnx.export(net, x, str(path), opset_version=17, input_names=['images'], output_names=['output0'],
-                          dynamo=False)
-    return path
 
 
 def measure(args, yolo, name, size, work, trt, calibration, val_images):
     import torch
 
     from yolov5_mnv4.export import detection_output, parity_images
+    from yolov5_mnv4.runtimes import onnx_file
     from yolov5_mnv4.parity import detection_errors, int8_report
     model = build(yolo, args.yolov5, name).cuda()
     model.model[-1].export = False
@@ -181,8 +169,8 @@ def measure(args, yolo, name, size, work, trt, calibration, val_images):
         ref = net(real).cpu().numpy()
         row['torch_fp16 parity'] = '%.1e / %.1e' % detection_errors(half(real.half()).float().cpu().numpy(), ref)
     if trt is not None:
-        fp32_onnx = export_onnx(net, x, work / f'{name}-{size}.onnx')
-        engines = {'trt_fp16': export_onnx(half, x.half(), work / f'{name}-{size}-fp16.onnx')}
+        fp32_onnx = onnx_file(net, x, work / f'{name}-{size}.onnx')
+        engines = {'trt_fp16': onnx_file(half, x.half(), work / f'{name}-{size}-fp16.onnx')}
         if calibration is not None:
             detect = f'/model/model.{len(model.model) - 1}/'
             engines['trt_int8'] = qdq_onnx(fp32_onnx, work / f'{name}-{size}-int8.onnx', calibration[size], detect)

@@ -125,7 +125,6 @@ def load_case(yolov5, case, size, work):
 
 def export(args):
     """ONNX (raw heads), calibration list, val images (uint8 NHWC) and fp32 references, per case."""
-    import cv2
     import numpy as np
     import torch
 
@@ -134,20 +133,15 @@ def export(args):
     sys.path.insert(0, str(args.yolov5))
     from yolov5_mnv4.demo import prepare_data
     from yolov5_mnv4.export import dataset_images
+    from yolov5_mnv4.runtimes import write_pngs
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     data = args.data or prepare_data(REPO / 'tests' / 'data' / 'coco64', args.yolov5, work / 'data')[0]
     size = (args.img, args.img)
     calibration = dataset_images(data, 'train', size, CALIBRATION_IMAGES)
     val = dataset_images(data, 'val', size, VAL_IMAGES)
-    folder = work / 'calibration'
-    folder.mkdir(exist_ok=True)
-    paths = []
-    for i, im in enumerate(calibration):
-        path = folder / f'{i:04d}.png'
-        cv2.imwrite(str(path), np.rint(im[0].transpose(1, 2, 0)[:, :, ::-1] * 255).astype(np.uint8))
-        paths.append(str(path))
-    (work / 'dataset.txt').write_text('\n'.join(paths) + '\n')
+    paths = write_pngs(calibration, work / 'calibration')
+    (work / 'dataset.txt').write_text('\n'.join(map(str, paths)) + '\n')
     np.save(work / 'val_nhwc_uint8.npy', np.stack([np.rint(im[0].transpose(1, 2, 0) * 255).astype(np.uint8) for im in val]))
     cases = [c for c in args.cases]
     for case in cases:

@@ -127,15 +127,10 @@ def mnn_quant_config(calibration, folder):
     """mnnquant's JSON config, with the calibration images written to `folder` as PNGs at the model's
     size (MNN reads and resizes them itself: at their own size its resize is the identity)."""
     import json
-
-    import cv2
-    folder.mkdir()
     images = list(calibration)
     if not images:
         raise ValueError('yolov5-mnv4: int8 needs calibration images; none were given')
-    for i, im in enumerate(images):
-        rgb = np.rint(np.asarray(im)[0].transpose(1, 2, 0) * 255).clip(0, 255).astype(np.uint8)
-        cv2.imwrite(str(folder / f'{i:04d}.png'), rgb[:, :, ::-1])
+    write_pngs(images, folder)
     height, width = np.shape(images[0])[2:]
     config = {'format': 'RGB', 'mean': [0, 0, 0], 'normal': [1 / 255] * 3, 'width': int(width), 'height': int(height),
               'path': f'{folder}/', 'used_image_num': len(images), 'feature_quantize_method': MNN_FEATURE_METHOD,
@@ -143,6 +138,19 @@ def mnn_quant_config(calibration, folder):
     path = folder.with_suffix('.json')
     path.write_text(json.dumps(config))
     return path
+
+
+def write_pngs(images, folder):
+    """Write NCHW float images in [0, 1] (batch 1, RGB, from 8-bit images) to `folder` as 0000.png, ...
+    (8-bit BGR files, exact); returns their paths. For the converters that read calibration files."""
+    import cv2
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, im in enumerate(images):
+        rgb = np.rint(np.asarray(im)[0].transpose(1, 2, 0) * 255).clip(0, 255).astype(np.uint8)
+        paths.append(folder / f'{i:04d}.png')
+        cv2.imwrite(str(paths[-1]), rgb[:, :, ::-1])
+    return paths
 
 
 def export_executorch(model, im, path, calibration=None, float_modules=()):
