@@ -10,6 +10,10 @@ ref=${YOLOV5_REF:-v7.0}
 tree=${YOLOV5_DIR:-$PWD/.cache/yolov5-$ref}
 
 step() { printf '\n[setup %s] %s\n' "$(date +%T)" "$*"; }
+free_gb() { df -Pk . | awk 'NR==2 {printf "%.1f", $4 / 1048576}'; }
+# The full environment takes ~9.5 GB (torch's CUDA build 5.5 GB, TensorFlow 1.9 GB). pip's cache would
+# keep a second copy of every wheel it downloads: off unless the caller set PIP_NO_CACHE_DIR.
+export PIP_NO_CACHE_DIR=${PIP_NO_CACHE_DIR:-1}
 
 if [ ! -x .venv/bin/python ]; then
   step "creating .venv"
@@ -17,10 +21,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 if ! python -c 'import torch, torchvision' 2>/dev/null; then
+  if awk -v f="$(free_gb)" 'BEGIN {exit !(f < 10)}'; then
+    echo "[setup] warning: $(free_gb) GB free here; the environment needs ~9.5 GB (MNV4_SETUP_EXTRAS=test: ~7 GB)" >&2
+  fi
   step "installing torch 2.14.1 + torchvision 0.29.1 (large; a few minutes)"
   pip install --progress-bar off torch==2.14.1 torchvision==0.29.1
 fi
-step "installing the plugin and YOLOv5 v7.0's requirements"
+step "installing the plugin and YOLOv5 v7.0's requirements ($(free_gb) GB free)"
 # setuptools<81 and numpy<2.4: YOLOv5 v7.0 imports pkg_resources and calls np.trapz.
 # yolov5==7.0.14 brings every package a v7.0 tree (clone or PyPI-built) imports; onnxscript is
 # what torch>=2.9's default ONNX exporter needs under v7.0's export.py. The tflite extra (TensorFlow
@@ -31,4 +38,4 @@ step "getting YOLOv5 $ref into $tree"
 python scripts/get_yolov5.py --ref "$ref" --dest "$tree"
 step "applying the plugin"
 python scripts/apply.py "$tree"
-step "done: YOLOv5 at $tree"
+step "done: YOLOv5 at $tree ($(free_gb) GB free)"

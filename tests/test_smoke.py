@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_side_by_side
 from yolov5_mnv4.resources import embedded_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,21 +28,31 @@ def test_smoke_train_val_detect_export_on_coco128(yolov5_dir, tmp_path):
     assert 'onnx-vs-torch' in (tmp_path / 'smoke' / 'onnxruntime.log').read_text()
 
 
-@pytest.mark.smoke
-@pytest.mark.parametrize('task', ['seg', 'classify'])
-def test_smoke_segment_and_classify(yolov5_dir, tmp_path, task):
+TASKS = ('seg', 'classify')
+
+
+@pytest.fixture(scope='module')
+def task_smokes(yolov5_dir, tmp_path_factory):
     """segment/train -> val -> predict -> export ONNX -> ONNX Runtime on polygons made from coco128's
     boxes (Conv-S-seg); classify/train --model <MNv4 detection checkpoint> --cutoff 5 -> val -> predict
-    on coco128 object crops (tests/tools/make_task_data.py)."""
+    on coco128 object crops (tests/tools/make_task_data.py). Both run side by side: {task: (rc, output, folder)}."""
     data = COCO128 if (COCO128 / 'images' / 'train2017').is_dir() else EMBEDDED
-    cmd = [sys.executable, str(REPO / 'tests' / 'tools' / 'smoke_tasks.py'), task, '--yolov5', str(yolov5_dir),
-           '--data', str(data), '--out', str(tmp_path / task)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
-    print(result.stdout[-2000:])
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert f'smoke-{task}: OK' in result.stdout
+    out = tmp_path_factory.mktemp('tasks')
+    commands = [[sys.executable, REPO / 'tests' / 'tools' / 'smoke_tasks.py', task, '--yolov5', yolov5_dir,
+                 '--data', data, '--out', out / task] for task in TASKS]
+    results = run_side_by_side(commands, cwd=REPO, env=os.environ.copy(), timeout=1500)
+    return {task: (rc, output, out / task) for task, (rc, output) in zip(TASKS, results)}
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize('task', TASKS)
+def test_smoke_segment_and_classify(task_smokes, task):
+    returncode, output, folder = task_smokes[task]
+    print(output[-2000:])
+    assert returncode == 0, output[-6000:]
+    assert f'smoke-{task}: OK' in output
     if task == 'seg':
-        log = (tmp_path / task / 'seg-onnxruntime.log').read_text()
+        log = (folder / 'seg-onnxruntime.log').read_text()
         assert 'onnx-vs-torch: detections' in log and 'onnx-vs-torch: prototypes' in log
     else:
-        assert 'classify-model: 4 MNv4 stages + Classify(in=96, classes=3)' in (tmp_path / task / 'cls-model.log').read_text()
+        assert 'classify-model: 4 MNv4 stages + Classify(in=96, classes=3)' in (folder / 'cls-model.log').read_text()

@@ -1,7 +1,7 @@
 """TensorFlow exports of MNv4 detectors: the Keras stages, and the stock export.py's SavedModel,
 GraphDef, TFLite (fp16, int8) and EdgeTPU input, with parity against the fused PyTorch model.
 
-Needs the `edge` extra (tensorflow-cpu, ai-edge-litert). Without it these tests skip, saying so,
+Needs the `edge` extra (tensorflow, ai-edge-litert). Without it these tests skip, saying so,
 except where MNV4_REQUIRE_EDGE=1 (set by scripts/test.sh, so CI), where that is a failure.
 """
 import copy

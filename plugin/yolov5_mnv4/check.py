@@ -18,7 +18,7 @@ from .apply import applied_version
 RUNTIMES = (
     ('ONNX', 'onnx', 'onnx'),
     ('ONNX Runtime', 'onnxruntime', 'onnxruntime'),
-    ('TensorFlow', 'tensorflow', 'tensorflow-cpu'),
+    ('TensorFlow', 'tensorflow', 'tensorflow'),
     ('LiteRT', 'ai_edge_litert', 'ai-edge-litert'),
     ('OpenVINO', 'openvino', 'openvino'),
     ('pnnx', 'pnnx', 'pnnx'),
