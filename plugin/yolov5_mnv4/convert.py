@@ -18,7 +18,8 @@ import torch
 import yaml
 
 from . import __version__, resources
-from .integration import STAGES_PER_ROW, YOLOV5_BN_EPS, backbone_row, with_pretrained
+from .integration import YOLOV5_BN_EPS
+from .rows import STAGES_PER_ROW, backbone_row, with_pretrained
 from .pretrained import rescale_bn_for_eps
 
 

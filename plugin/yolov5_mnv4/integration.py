@@ -43,8 +43,6 @@ Other modules know YOLOv5's formats without patching anything, each for one reas
 - `demo.py` runs the stock scripts with their command-line options.
 """
 import contextlib
-import copy
-import difflib
 import functools
 import logging
 import sys
@@ -53,23 +51,10 @@ import torch
 import torch.nn as nn
 
 from .import_hook import register_on_import, still_importing
-from .model import build_stage, fuse_blocks, to_channels_last
-from .pretrained import load_stage_weights
-from .specs import get_variant
+from .model import fuse_blocks
+from .rows import STAGE_MODULE, stage_rows
+from .stage import BackboneStage, load_pretrained_backbones
 
-# Backbone row names accepted in YAML; 'MobileNetV4' takes the variant as its first argument.
-BACKBONE_ROWS = {
-    'MobileNetV4ConvSmall': 'conv_small',
-    'MobileNetV4ConvMedium': 'conv_medium',
-    'MobileNetV4ConvLarge': 'conv_large',
-    'MobileNetV4HybridMedium': 'hybrid_medium',
-    'MobileNetV4HybridLarge': 'hybrid_large',
-    'MobileNetV4': None,
-}
-STAGES_PER_ROW = 5
-STAGE_MODULE = 'MobileNetV4Stage'  # what the rows expand to (and what models/tf.py may meet)
-VALID_ROWS = ('valid rows: ' + ', '.join(name for name in BACKBONE_ROWS if name != 'MobileNetV4')
-              + ', or MobileNetV4 with the variant as its argument')
 YOLOV5_BN_EPS = 1e-3  # what YOLOv5's initialize_weights gives every BatchNorm
 
 
@@ -100,33 +85,8 @@ def _riding_conv(conv):
         _RidesConvBranch.conv = previous
 
 
-class MobileNetV4Stage(nn.Sequential, metaclass=_RidesConvBranch):
+class MobileNetV4Stage(BackboneStage, metaclass=_RidesConvBranch):
     """One MobileNetV4 stage as a YOLOv5 layer: (c1, c2) from parse_model, then the spec's blocks."""
-
-    def __init__(self, c1, c2, variant, index, weights=None):
-        spec = get_variant(variant)
-        widths = spec.stage_out_channels()
-        if index > 0 and c1 != widths[index - 1]:
-            raise ValueError(f'MobileNetV4 {spec.name} stage {index} expects {widths[index - 1]} input '
-                             f'channels, parse_model gave {c1}: its row must follow stage {index - 1}')
-        if c2 != widths[index]:
-            raise ValueError(f'MobileNetV4 {spec.name} stage {index} has {widths[index]} output channels but '
-                             f'parse_model made it {c2}: width_multiple/channel_multiple must keep multiples '
-                             f'of 8 unchanged')
-        super().__init__(*build_stage(spec, index, c1))
-        self.variant, self.index, self.pretrained = spec.name, index, weights
-        if weights:
-            load_stage_weights(self, weights)
-
-    def forward(self, x):
-        return super().forward(to_channels_last(x) if self.index == 0 else x)
-
-    @property
-    def conv(self):
-        """The stage's first convolution. Where ClassificationModel(model=<detection model>, cutoff=k)
-        (classify/train.py --model best.pt --cutoff k) cuts, YOLOv5 sizes the Classify head that
-        replaces the last kept layer from `layer.conv.in_channels` (or `.cv1.conv`)."""
-        return next(m for m in self.modules() if isinstance(m, nn.Conv2d))
 
     def __setstate__(self, state):
         """Unpickling a stage (torch.load of a checkpoint) registers the plugin into the YOLOv5 that is
@@ -135,14 +95,6 @@ class MobileNetV4Stage(nn.Sequential, metaclass=_RidesConvBranch):
         super().__setstate__(state)
         register_loaded_hosts()
 
-    def train(self, mode=True):
-        """A stage whose parameters are all frozen (train.py --freeze) stays in eval mode: its
-        BatchNorm statistics keep the values its weights were trained with, as a frozen pretrained
-        backbone needs (in train mode they would drift towards the new data's every batch)."""
-        super().train(mode)
-        if mode and not any(p.requires_grad for p in self.parameters()):
-            super().train(False)
-        return self
 
 
 def weights_strided_like_activations(layers):
@@ -172,110 +124,29 @@ def _conv_branch_arg(c_out, width_multiple, divisor):
     return (c_out - divisor / 2 + 0.25) / width_multiple
 
 
-def _check_module_names(d):
-    """A row whose module looks like ours (MobileNetV4..., any case) but is not one we know would end
-    in YOLOv5's NameError pointing at an internal class: say which row, what was meant, what is valid."""
-    known = [*BACKBONE_ROWS, STAGE_MODULE]
-    for part in ('backbone', 'head'):
-        for i, (f, n, module, args) in enumerate(d.get(part) or []):
-            if isinstance(module, str) and module.lower().startswith('mobilenetv4') and module not in known:
-                close = difflib.get_close_matches(module, known, n=1, cutoff=0.6) or difflib.get_close_matches(
-                    module.lower(), [k.lower() for k in known], n=1, cutoff=0.6)
-                meant = next((k for k in known if close and k.lower() == close[0].lower()), None)
-                hint = f' (did you mean {meant}?)' if meant else ''
-                raise ValueError(f'{part} row {i} {[f, n, module, args]}: unknown MobileNetV4 module '
-                                 f'{module!r}{hint}; {VALID_ROWS}')
-
-
-def _backbone_variant(module, args):
-    if not isinstance(module, str) or module not in BACKBONE_ROWS:
-        return None, args
-    variant = BACKBONE_ROWS[module]
-    if variant is None:
-        if not args:
-            raise ValueError('a MobileNetV4 row needs the variant as its first argument, '
-                             'e.g. [-1, 1, MobileNetV4, [conv_small]]')
-        variant, args = args[0], args[1:]
-    return get_variant(variant), list(args)
-
-
 def expand_backbone_rows(d, keep_weights=True):
     """A copy of the model dict with every MobileNetV4 backbone row replaced by its five stage rows.
 
     `keep_weights=False` drops a row's pretrained source (for models/tf.py, whose layers copy their
     weights from the PyTorch model, so the source is neither needed nor read)."""
-    _check_module_names(d)
     divisor = d.get('channel_multiple') or 8
     rows = []
-    for i, (f, n, module, args) in enumerate(d['backbone']):
-        variant, extra = _backbone_variant(module, args)
+    for _, row, variant, weights in stage_rows(d):
         if variant is None:
-            rows.append([f, n, module, args])
+            rows.append(row)
             continue
-        if i != 0 or f != -1:
-            raise ValueError(f'backbone row {i} {[f, n, module, args]}: the MobileNetV4 row must be the first '
-                             f'backbone row and read the image (from -1): its five stages become layers 0-4, '
-                             f"which the head's layer indices count on")
-        if n != 1:
-            raise ValueError(f'a MobileNetV4 backbone row takes number 1, not {n}')
-        if len(extra) > 1:
-            raise ValueError(f'a MobileNetV4 backbone row takes at most one argument (the pretrained '
-                             f'weights), got {extra}')
-        quoted = [repr(str(a)) for a in extra] if keep_weights else []  # parse_model eval()s string args
+        quoted = [repr(weights)] if weights and keep_weights else []  # parse_model eval()s string args
         for index, c_out in enumerate(variant.stage_out_channels()):
-            rows.append([f if index == 0 else -1, 1, 'MobileNetV4Stage',
+            rows.append([row[0] if index == 0 else -1, 1, STAGE_MODULE,
                          [_conv_branch_arg(c_out, d['width_multiple'], divisor), repr(variant.name), index,
                           *quoted]])
     return {**d, 'backbone': rows}
-
-
-def backbone_row(d):
-    """Index of the first MobileNetV4 row of a model dict's backbone."""
-    for i, (_, _, module, _) in enumerate(d['backbone']):
-        if isinstance(module, str) and module in BACKBONE_ROWS:
-            return i
-    raise ValueError('the config has no MobileNetV4 backbone row (e.g. [-1, 1, MobileNetV4ConvSmall, []])')
-
-
-def with_pretrained(d, source):
-    """A copy of the model dict whose MobileNetV4 row loads its weights from `source` (None: from
-    nowhere, the backbone is initialised as YOLOv5 initialises layers)."""
-    d = copy.deepcopy(d)
-    row = d['backbone'][backbone_row(d)]
-    variant, _ = _backbone_variant(row[2], row[3])
-    row[3] = ([variant.name] if row[2] == 'MobileNetV4' else []) + ([str(source)] if source else [])
-    return d
-
-
-def without_pretrained(d):
-    """A copy of the model dict with no MobileNetV4 row naming a weights source."""
-    d = copy.deepcopy(d)
-    for row in d['backbone']:
-        variant, extra = _backbone_variant(row[2], row[3])
-        if variant is not None and extra:
-            row[3] = [variant.name] if row[2] == 'MobileNetV4' else []
-    return d
 
 
 def is_registered(module):
     """Whether `module` (models.yolo or models.tf) runs our wrapped parse_model now. Keyed on the
     function itself, so a reloaded module, whose parse_model is YOLOv5's again, counts as not."""
     return getattr(getattr(module, 'parse_model', None), '_mnv4_wraps', None) is not None
-
-
-def _load_pretrained_backbones(model, log):
-    """Reload every stage that names a weights source, log one line per backbone, then forget the
-    source, on the stages and in the model's yaml (saved in checkpoints)."""
-    loaded = {}
-    for m in model.modules():
-        if isinstance(m, MobileNetV4Stage) and m.pretrained:
-            key = (m.variant, str(m.pretrained))
-            loaded[key] = loaded.get(key, 0) + load_stage_weights(m, m.pretrained)
-            m.pretrained = None
-    for (variant, source), count in loaded.items():
-        log.info(f'MobileNetV4 {variant} backbone: {count} pretrained tensors loaded from {source}')
-    if loaded and isinstance(getattr(model, 'yaml', None), dict):
-        model.yaml = without_pretrained(model.yaml)
 
 
 HOST_MODULES = ('models.yolo', 'yolov5.models.yolo')  # a checkout (or the PyPI-built tree), the PyPI package
@@ -325,7 +196,7 @@ def register(yolo):
     @functools.wraps(original_init)
     def initialize_weights(model):
         original_init(model)
-        _load_pretrained_backbones(model, log)
+        load_pretrained_backbones(model, log)
 
     parse_model._mnv4_wraps = original_parse
     yolo.parse_model = parse_model
