@@ -1,7 +1,8 @@
-"""MobileNetV4 backbones for Ultralytics YOLOv5.
+"""MobileNetV4 backbones for Ultralytics YOLOv5 (and the Ultralytics package).
 
-Importing the package is cheap (no torch): it arms the hook that registers the backbones into the
-PyPI `yolov5` package when that is imported. The model classes load on first use.
+Importing the package is cheap (no torch): it arms the hooks that register the backbones into the
+PyPI `yolov5` package and into the Ultralytics package (`ultralytics.nn.tasks`) when those are
+imported, or right away where they already are. The model classes load on first use.
 """
 from .import_hook import register_on_import
 
@@ -24,4 +25,10 @@ def _register_pip_yolov5(module):
     register(module)
 
 
+def _register_ultralytics(module):
+    from .ultralytics_host import register
+    register(module)
+
+
 register_on_import('yolov5.models.yolo', _register_pip_yolov5)
+register_on_import('ultralytics.nn.tasks', _register_ultralytics)

@@ -6,6 +6,7 @@
     yolov5-mnv4 demo --yolov5 /path/to/yolov5  train, validate, detect and export on the embedded data
     yolov5-mnv4 offline                        shell exports that switch off YOLOv5's network access
     yolov5-mnv4 check [--yolov5 PATH]          the environment, for a bug report
+    yolov5-mnv4 yolo train model=yolo11n-mnv4-conv-s.yaml ...   the Ultralytics package's `yolo` with the plugin
 """
 import importlib
 import sys
@@ -20,6 +21,7 @@ COMMANDS = {
     'demo': ('demo', 'train, validate, detect and export an MNv4 detector on the embedded data'),
     'offline': ('offline', "print shell exports that switch off YOLOv5's network touchpoints"),
     'check': ('check', 'print the plugin, torch, YOLOv5 and runtime versions, for a bug report'),
+    'yolo': ('yolo', "the Ultralytics package's yolo command with the MobileNetV4 configs and layers"),
 }
 
 

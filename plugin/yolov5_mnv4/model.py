@@ -4,7 +4,7 @@ import torch.nn as nn
 
 from .attention import MobileMultiQueryAttention
 from .blocks import FusedInvertedBottleneck, UniversalInvertedBottleneck
-from .layers import ConvBNAct
+from .layers import FOLDABLE_NORMS, ConvBNAct, LayerScale
 from .specs import HEAD_CONV_WIDTH, HEAD_FEATURES, MQA, UIB, ConvBN, FusedIB, get_variant
 
 LAYER_SCALE_INIT = 1e-5
@@ -15,7 +15,13 @@ def to_channels_last(x):
 
     oneDNN runs MobileNetV4's thin, high-resolution convs several times faster this way on CPUs
     (a 32->32 1x1 conv at 160x160: 0.7 ms against 15 ms in NCHW, measured); values are unchanged.
+    Left out under `torch.export` (ExecuTorch, LiteRT): a program records memory formats as dim-order
+    ops, and ExecuTorch's portable kernels refuse tensors of mixed dim orders (the split of a YOLO11
+    C3k2 head outside the XNNPACK delegate failed at run time); XNNPACK picks its own layout anyway.
     """
+    is_exporting = getattr(torch.compiler, 'is_exporting', None)  # torch >= 2.5
+    if is_exporting is not None and is_exporting():
+        return x
     return x.contiguous(memory_format=torch.channels_last)
 
 
@@ -134,3 +140,16 @@ def fuse_blocks(module):
             m.fuse()
             m.requires_grad_(False)
     return module
+
+
+def is_fused(module):
+    """Whether `fuse_blocks` has nothing left to fold in `module`: no conv-BN pair, no layer scale, no
+    attention input norm that can fold (one that also feeds strided key/value downsamplers stays a BN,
+    see MobileMultiQueryAttention.fuse)."""
+    for m in module.modules():
+        if isinstance(m, LayerScale) or (isinstance(m, ConvBNAct) and isinstance(m.bn, FOLDABLE_NORMS)):
+            return False
+        if (isinstance(m, MobileMultiQueryAttention) and isinstance(m.norm, FOLDABLE_NORMS)
+                and isinstance(m.key_down, nn.Identity)):
+            return False
+    return True
