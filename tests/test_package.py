@@ -30,7 +30,9 @@ def data_files(names):
     configs = sorted(p.name for p in (REPO / 'models').glob('*.yaml'))
     data = sorted(str(p.relative_to(REPO / 'plugin')) for p in (REPO / 'plugin' / 'yolov5_mnv4' / 'data').rglob('*')
                   if p.is_file())
-    expected = {f'yolov5_mnv4/configs/{c}' for c in configs} | set(data) | {'yolov5_mnv4/shipped_configs.txt'}
+    ultralytics = sorted(p.name for p in (REPO / 'models' / 'ultralytics').glob('*.yaml'))
+    expected = ({f'yolov5_mnv4/configs/{c}' for c in configs} | {f'yolov5_mnv4/configs/ultralytics/{c}' for c in ultralytics}
+                | set(data) | {'yolov5_mnv4/shipped_configs.txt'})
     return expected - set(names), len(configs)
 
 

@@ -27,6 +27,7 @@ RUNTIMES = (
     ('ExecuTorch', 'executorch', 'executorch'),
     ('timm', 'timm', 'timm'),
     ('PyPI yolov5', 'yolov5', 'yolov5'),
+    ('Ultralytics', 'ultralytics', 'ultralytics'),
 )
 
 

@@ -1,0 +1,194 @@
+"""The Ultralytics package as a second host (ultralytics_host.py): every shipped config builds with the
+backbone's widths and fuses completely; pretrained timm weights survive the package's
+initialize_weights; registration refuses a parse_model it does not understand; one epoch of Conv-S
+with a YOLO11 head (through `yolov5-mnv4 yolo`) and with a YOLO26 head (through the package's trainer
+from Python), each reloaded with safe loading, validated, run and exported (onnx, ncnn, openvino where
+installed) with parity against the fused PyTorch model; Hybrid-M's explicit attention under
+torch.export. The package comes with the PyPI `yolov5` that set-up installs; CI requires it.
+"""
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import max_abs_diff, peak_attention_, perturb_, relative_error, run_side_by_side
+
+REPO = Path(__file__).resolve().parents[1]
+if os.environ.get('MNV4_REQUIRE_ULTRALYTICS') == '1':
+    import ultralytics  # noqa: F401 (CI: fail, never skip, without the package)
+else:
+    pytest.importorskip('ultralytics', reason='the Ultralytics package is not installed (pip install ultralytics)')
+
+from yolov5_mnv4 import ultralytics_host  # noqa: E402
+from yolov5_mnv4.specs import get_variant  # noqa: E402
+
+CONFIGS = sorted(p.name for p in ultralytics_host.config_folder().glob('*.yaml'))
+ROWS = {'MobileNetV4ConvSmall': 'conv_small', 'MobileNetV4ConvMedium': 'conv_medium',
+        'MobileNetV4ConvLarge': 'conv_large', 'MobileNetV4HybridMedium': 'hybrid_medium',
+        'MobileNetV4HybridLarge': 'hybrid_large'}
+PARITY_BOUND = 1e-4  # as tests/test_runtimes.py on a real image: boxes relative to the largest, scores absolute
+FLOWS = {'cli': 'yolo11n-mnv4-conv-s.yaml', 'trainer': 'yolo26n-mnv4-conv-s.yaml'}
+
+
+@pytest.fixture(scope='module')
+def tasks(tmp_path_factory):
+    os.environ.setdefault('YOLO_CONFIG_DIR', str(tmp_path_factory.mktemp('ultralytics-settings')))
+    os.environ.setdefault('YOLO_OFFLINE', 'true')
+    os.environ.setdefault('YOLO_AUTOINSTALL', 'false')
+    import ultralytics.nn.tasks as tasks
+    assert ultralytics_host.is_registered(tasks)  # yolov5_mnv4 was imported first: the hook ran on import
+    return tasks
+
+
+def stage_variant(config):
+    import yaml
+    row = yaml.safe_load((ultralytics_host.config_folder() / config).read_text())['backbone'][0][2]
+    return ROWS[row]
+
+
+@pytest.mark.parametrize('config', CONFIGS)
+def test_shipped_config_builds_by_name_and_fuses_every_norm(tasks, config, tmp_path, monkeypatch):
+    from ultralytics import YOLO
+    monkeypatch.chdir(tmp_path)  # found by name, wherever the user runs
+    model = YOLO(config).model
+    variant = get_variant(stage_variant(config))
+    stages = list(model.model[:5])
+    assert [type(s) for s in stages] == [ultralytics_host.MobileNetV4Stage] * 5
+    assert [s.i for s in stages] == list(range(5)) and all(s.f == -1 for s in stages)
+    assert model.stride.tolist() == [8.0, 16.0, 32.0]
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        widths = []
+        for stage in stages:
+            x = stage(x)
+            widths.append(x.shape[1])
+    assert widths == variant.stage_out_channels()
+    perturb_(model, seed=1).eval()
+    assert not model.is_fused()
+    image = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        before = model(image)[0]
+        model.fuse(verbose=False)
+        after = model(image)[0]
+    assert model.is_fused()
+    norms = [m for s in model.model[:5] for m in s.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    kv_strided = sum(1 for stage in variant.stages for row in stage if getattr(row, 'kv_stride', 1) > 1)
+    assert len(norms) == kv_strided  # only attention norms that also feed strided downsamplers stay
+    assert relative_error(after, before) < 1e-4
+    params = sum(p.numel() for p in YOLO(config).model.parameters())
+    print(f'{config}: {params:,} parameters')
+
+
+def test_pretrained_timm_weights_survive_initialize_weights(tasks, tmp_path):
+    timm = pytest.importorskip('timm', reason='timm is in the test extra (pip install -e .[test])')
+    from yolov5_mnv4.pretrained import TIMM_BN_EPS
+    from yolov5_mnv4.rows import with_pretrained
+    from safetensors.torch import save_file
+    reference = perturb_(timm.create_model('mobilenetv4_conv_small', pretrained=False), seed=7).eval()
+    source = tmp_path / 'mnv4s.safetensors'
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(source))
+    d = with_pretrained(tasks.yaml_model_load('yolo11n-mnv4-conv-s.yaml'), source)
+    model = tasks.DetectionModel(d, verbose=False).eval()
+    bns = [m for s in model.model[:5] for m in s.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {bn.eps for bn in bns} == {TIMM_BN_EPS}  # the package's initialize_weights set 1e-3; reloaded
+    assert str(source) not in json.dumps(model.yaml, default=str)  # checkpoints take weights from themselves
+    x = torch.randn(1, 3, 160, 128)
+    with torch.no_grad():
+        expected = reference.forward_intermediates(x, indices=[1, 2, 3, 4], extra_blocks=True, intermediates_only=True)
+        taps = []
+        for stage in model.model[:5]:
+            x = stage(x)
+            taps.append(x)
+    assert max_abs_diff(expected, taps[1:]) < 1e-5
+
+
+def test_misspelled_row_is_refused_with_a_suggestion(tasks):
+    d = tasks.yaml_model_load('yolo11n-mnv4-conv-s.yaml')
+    d['backbone'][0][2] = 'MobileNetV4ConvSmal'
+    with pytest.raises(ValueError, match='did you mean MobileNetV4ConvSmall'):
+        tasks.DetectionModel(d, verbose=False)
+
+
+def test_registration_refuses_a_host_it_does_not_understand(tasks):
+    fake = types.SimpleNamespace(__name__='ultralytics.nn.tasks', parse_model=lambda d, ch, verbose=True: None)
+    with pytest.raises(RuntimeError, match=r'has no BaseModel, DetectionModel, Index.*supports ultralytics 8\.3'):
+        ultralytics_host.register(fake)
+
+    def parse_ignoring_index_widths(d, ch, verbose=True):  # a package whose Index rows keep their input width
+        rows = [[f, n, 'Conv' if m == 'Index' else m, [a[0], 1, 1] if m == 'Index' else a]
+                for f, n, m, a in d['backbone']] + d['head']
+        return tasks.parse_model._mnv4_wraps({**d, 'backbone': rows, 'head': []}, ch, verbose=verbose)
+
+    names = {name: getattr(tasks, name) for name in ultralytics_host.HOST_NAMES}
+    fake = types.SimpleNamespace(__name__='ultralytics.nn.tasks', **{**names, 'parse_model': parse_ignoring_index_widths})
+    with pytest.raises(RuntimeError, match='did not build a MobileNetV4 backbone as expected'):
+        ultralytics_host.register(fake)
+    assert fake.parse_model is parse_ignoring_index_widths  # nothing half-registered
+
+
+def test_hybrid_attention_is_explicit_under_torch_export(tasks):
+    """LiteRT's and ExecuTorch's exporters trace with torch.export: the attention must take its explicit
+    form there (no SDPA op, which their delegates lack), the backbone must not record channels-last
+    copies (ExecuTorch's portable split refused mixed dim orders at run time), and the program must
+    compute what eager does, with attention peaked so that layout bugs would show."""
+    from ultralytics import YOLO
+    from yolov5_mnv4 import attention
+    model = perturb_(YOLO('yolo11s-mnv4-hybrid-m.yaml').model, seed=2).eval()
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        peak_attention_(model, x)
+        model.fuse(verbose=False)
+        eager = model(x)[0]
+        program = torch.export.export(model, (x,))
+    ops = [str(n.target) for n in program.graph.nodes if n.op == 'call_function']
+    assert not [op for op in ops if 'scaled_dot_product' in op]
+    assert not [n for n in program.graph.nodes if n.kwargs.get('memory_format') == torch.channels_last]
+    with torch.no_grad():
+        assert relative_error(program.module()(x)[0], eager) < 1e-4
+    # control: the same export with the explicit form switched off does record SDPA
+    original = attention.exporting
+    attention.exporting = lambda: False
+    try:
+        ops = [str(n.target) for n in torch.export.export(model, (x,)).graph.nodes if n.op == 'call_function']
+    finally:
+        attention.exporting = original
+    assert [op for op in ops if 'scaled_dot_product' in op]
+
+
+@pytest.fixture(scope='module')
+def flows(tasks, tmp_path_factory):
+    """tests/tools/ultralytics_flow.py for both routes side by side: {route: (rc, output, result)}."""
+    formats = ['onnx', 'ncnn'] + (['openvino'] if _installed('openvino') else [])
+    out = tmp_path_factory.mktemp('ultralytics-flows')
+    commands = [[sys.executable, REPO / 'tests' / 'tools' / 'ultralytics_flow.py', '--route', route, '--config', config,
+                 '--formats', *formats, '--out', out / route] for route, config in FLOWS.items()]
+    results = run_side_by_side(commands, cwd=out, env=os.environ.copy(), timeout=1200)
+    parsed = {}
+    for route, (rc, output) in zip(FLOWS, results):
+        lines = [line for line in output.splitlines() if line.startswith('RESULT ')]
+        parsed[route] = (rc, output, json.loads(lines[-1][7:]) if lines else None)
+    return parsed
+
+
+def _installed(name):
+    import importlib.util
+    return importlib.util.find_spec(name) is not None
+
+
+@pytest.mark.parametrize('route', list(FLOWS))
+def test_train_reload_safely_validate_predict_and_export(flows, route):
+    rc, output, result = flows[route]
+    assert rc == 0 and result, output[-5000:]
+    print(f'{route} ({FLOWS[route]}): {json.dumps(result)}')
+    assert result['safe_reload'] == 'MobileNetV4Stage'
+    assert result['refused_without_plugin'].startswith('REFUSED yes'), result['refused_without_plugin']
+    if route == 'cli':
+        assert result['cli_val'] and result['cli_predict']
+    assert result['max_score'] > 0.05  # the peaked copy's scores sit where the sigmoid is steep
+    assert {'onnx', 'ncnn'} <= set(result['parity'])
+    for fmt, (boxes, scores) in result['parity'].items():
+        assert boxes < PARITY_BOUND and scores < PARITY_BOUND, (fmt, boxes, scores)
