@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the demo and the tests need, idempotently:
-#   .venv with torch, the plugin (editable, with its test and tflite extras) and YOLOv5 v7.0's requirements;
+#   .venv with torch, the plugin (editable, with its test, tflite, runtimes and ultralytics extras) and
+#   YOLOv5 v7.0's requirements; litert-torch in .cache/litert-torch (scripts/litert_torch_env.sh);
 #   a YOLOv5 tree in .cache/yolov5-<ref> (git clone, or rebuilt from PyPI yolov5==7.0.14 offline);
 #   the plugin applied to that tree.
 # Environment: PYTHON (default python3), YOLOV5_REF (default v7.0), YOLOV5_DIR (use your own checkout).
@@ -33,7 +34,13 @@ step "installing the plugin and YOLOv5 v7.0's requirements ($(free_gb) GB free)"
 # what torch>=2.9's default ONNX exporter needs under v7.0's export.py. The tflite extra (TensorFlow
 # 2.21, LiteRT) is for the TF export tests, runtimes (pnnx + ncnn, MNN, ExecuTorch) for the
 # NCNN/MNN/ExecuTorch ones: MNV4_SETUP_EXTRAS=test leaves both out.
-pip install --progress-bar off -q -e ".[${MNV4_SETUP_EXTRAS:-test,tflite,runtimes}]" 'setuptools<81' 'numpy<2.4' 'yolov5==7.0.14' ipython onnxscript
+# The Ultralytics package (a second host) comes with yolov5==7.0.14 too; its extra pins the tested range.
+extras=${MNV4_SETUP_EXTRAS:-test,tflite,runtimes,ultralytics}
+pip install --progress-bar off -q -e ".[$extras]" 'setuptools<81' 'numpy<2.4' 'yolov5==7.0.14' ipython onnxscript
+if [[ ",$extras," == *,tflite,* ]]; then
+  step "installing litert-torch for the Ultralytics package's LiteRT export ($(free_gb) GB free)"
+  scripts/litert_torch_env.sh
+fi
 step "getting YOLOv5 $ref into $tree"
 python scripts/get_yolov5.py --ref "$ref" --dest "$tree"
 step "applying the plugin"

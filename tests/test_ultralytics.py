@@ -2,7 +2,8 @@
 backbone's widths and fuses completely; pretrained timm weights survive the package's
 initialize_weights; registration refuses a parse_model it does not understand; one epoch of Conv-S
 with a YOLO11 head (through `yolov5-mnv4 yolo`) and with a YOLO26 head (through the package's trainer
-from Python), each reloaded with safe loading, validated, run and exported (onnx, ncnn, openvino where
+from Python, interrupted and resumed), each reloaded with safe loading, validated, run and exported
+(onnx, ncnn; litert where scripts/litert_torch_env.sh made .cache/litert-torch, openvino where
 installed) with parity against the fused PyTorch model; Hybrid-M's explicit attention under
 torch.export. The package comes with the PyPI `yolov5` that set-up installs; CI requires it.
 """
@@ -32,6 +33,7 @@ ROWS = {'MobileNetV4ConvSmall': 'conv_small', 'MobileNetV4ConvMedium': 'conv_med
         'MobileNetV4HybridLarge': 'hybrid_large'}
 PARITY_BOUND = 1e-4  # as tests/test_runtimes.py on a real image: boxes relative to the largest, scores absolute
 FLOWS = {'cli': 'yolo11n-mnv4-conv-s.yaml', 'trainer': 'yolo26n-mnv4-conv-s.yaml'}
+LITERT_TORCH = Path(os.environ.get('MNV4_LITERT_TORCH', REPO / '.cache' / 'litert-torch'))
 
 
 @pytest.fixture(scope='module')
@@ -163,10 +165,16 @@ def test_hybrid_attention_is_explicit_under_torch_export(tasks):
 def flows(tasks, tmp_path_factory):
     """tests/tools/ultralytics_flow.py for both routes side by side: {route: (rc, output, result)}."""
     formats = ['onnx', 'ncnn'] + (['openvino'] if _installed('openvino') else [])
+    env = os.environ.copy()
+    if LITERT_TORCH.is_dir():  # the package's LiteRT exporter, from scripts/litert_torch_env.sh
+        formats.append('litert')
+        env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(LITERT_TORCH), env.get('PYTHONPATH')]))
+    else:
+        print(f'LiteRT export not checked: {LITERT_TORCH} is missing (scripts/litert_torch_env.sh makes it)')
     out = tmp_path_factory.mktemp('ultralytics-flows')
     commands = [[sys.executable, REPO / 'tests' / 'tools' / 'ultralytics_flow.py', '--route', route, '--config', config,
                  '--formats', *formats, '--out', out / route] for route, config in FLOWS.items()]
-    results = run_side_by_side(commands, cwd=out, env=os.environ.copy(), timeout=1200)
+    results = run_side_by_side(commands, cwd=out, env=env, timeout=1200)
     parsed = {}
     for route, (rc, output) in zip(FLOWS, results):
         lines = [line for line in output.splitlines() if line.startswith('RESULT ')]
@@ -188,7 +196,11 @@ def test_train_reload_safely_validate_predict_and_export(flows, route):
     assert result['refused_without_plugin'].startswith('REFUSED yes'), result['refused_without_plugin']
     if route == 'cli':
         assert result['cli_val'] and result['cli_predict']
+    else:  # interrupted after epoch 1 of 2, resumed from last.pt
+        assert result['epochs'] == 2
     assert result['max_score'] > 0.05  # the peaked copy's scores sit where the sigmoid is steep
     assert {'onnx', 'ncnn'} <= set(result['parity'])
+    if os.environ.get('MNV4_REQUIRE_EDGE'):  # CI: LiteRT is one of the issue's three formats
+        assert 'litert' in result['parity'], f'MNV4_REQUIRE_EDGE is set but {LITERT_TORCH} is missing'
     for fmt, (boxes, scores) in result['parity'].items():
         assert boxes < PARITY_BOUND and scores < PARITY_BOUND, (fmt, boxes, scores)

@@ -45,3 +45,11 @@ def register_on_import(name, register):
         register(module)
     elif not any(isinstance(f, _RegisterOnImport) and f.target == name for f in sys.meta_path):
         sys.meta_path.insert(0, _RegisterOnImport(name, register))
+
+
+def register_if_loaded(name, required, register):
+    """Call `register(module)` if module `name` is imported, done importing and has every attribute in
+    `required`: a module of that name that is not the host's is left alone."""
+    module = sys.modules.get(name)
+    if module is not None and not still_importing(module) and all(hasattr(module, n) for n in required):
+        register(module)

@@ -50,7 +50,7 @@ import sys
 import torch
 import torch.nn as nn
 
-from .import_hook import register_on_import, still_importing
+from .import_hook import register_if_loaded, register_on_import
 from .model import fuse_blocks
 from .rows import STAGE_MODULE, stage_rows
 from .stage import BackboneStage, load_pretrained_backbones
@@ -157,9 +157,7 @@ def register_loaded_hosts():
     """Register into every YOLOv5 `models.yolo` already imported (and done importing) in this process.
     A module of that name that is not YOLOv5's (it lacks YOLOv5's names) is left alone."""
     for name in HOST_MODULES:
-        module = sys.modules.get(name)
-        if module is not None and not still_importing(module) and all(hasattr(module, n) for n in HOST_NAMES):
-            register(module)
+        register_if_loaded(name, HOST_NAMES, register)
 
 
 def register(yolo):

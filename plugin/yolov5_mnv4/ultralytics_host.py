@@ -24,20 +24,20 @@ message naming the versions this module supports, not later inside a training ru
 """
 import functools
 import logging
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from .import_hook import still_importing
+from .import_hook import register_if_loaded
 from .model import fuse_blocks, is_fused
 from .rows import stage_rows
 from .specs import get_variant
 from .stage import BackboneStage, load_pretrained_backbones
 
 TESTED = '8.4.190'
-SUPPORTED = f'ultralytics 8.3.x and 8.4.x with the Index module (tested: {TESTED})'
+SUPPORTED = (f'ultralytics 8.3.60 and later with the Index module in nn.tasks (tested: 8.3.100, {TESTED}; '
+             f'the YOLO26 configs need 8.4)')
 HOST_MODULE = 'ultralytics.nn.tasks'
 HOST_NAMES = ('parse_model', 'BaseModel', 'DetectionModel', 'Index', 'initialize_weights', 'check_yaml')
 PLACEHOLDER = 'Index'  # parse_model's branch for it: c2 = args[0] unscaled, module built from args[1:]
@@ -113,9 +113,7 @@ def safe_classes():
 
 def register_loaded():
     """Register into `ultralytics.nn.tasks` if it is imported (and done importing) in this process."""
-    tasks = sys.modules.get(HOST_MODULE)
-    if tasks is not None and not still_importing(tasks) and all(hasattr(tasks, n) for n in HOST_NAMES):
-        register(tasks)
+    register_if_loaded(HOST_MODULE, HOST_NAMES, register)
 
 
 def register(tasks):

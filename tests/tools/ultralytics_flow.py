@@ -1,5 +1,6 @@
 """One MobileNetV4 model through the Ultralytics package, end to end, for tests/test_ultralytics.py:
-train one epoch (through `yolov5-mnv4 yolo train` or the package's trainer from Python), reload the
+train one epoch through `yolov5-mnv4 yolo train`, or two through the package's trainer from Python,
+interrupted after the first and resumed from last.pt; reload the
 checkpoint with safe loading on (and show that it is refused without the plugin), validate and
 predict with it, export it with `model.export()` and compare each export with the fused PyTorch
 model on a real image, through the package's own AutoBackend. Prints one `RESULT {json}` line.
@@ -54,11 +55,31 @@ def train(args, data, work):
         code, out = run([sys.executable, '-m', 'yolov5_mnv4', 'yolo', 'train', f'model={args.config}',
                          *[f'{k}={v}' for k, v in common.items()]], offline_env(), work / 'train.log')
         assert code == 0, out[-3000:]
-    else:
+    else:  # two epochs, interrupted after the first one's checkpoint, then resumed from last.pt
         import yolov5_mnv4  # noqa: F401 (before the package builds a model)
         from ultralytics import YOLO
-        YOLO(args.config).train(**common)
+
+        def interrupt(trainer):
+            if trainer.epoch == 0:
+                raise Interrupted
+
+        model = YOLO(args.config)
+        model.add_callback('on_model_save', interrupt)
+        try:
+            model.train(**{**common, 'epochs': 2})
+        except Interrupted:
+            pass
+        YOLO(work / 'runs' / 'train' / 'weights' / 'last.pt').train(resume=True)
     return work / 'runs' / 'train' / 'weights' / 'best.pt'
+
+
+class Interrupted(Exception):
+    """Stops a training run right after a checkpoint is written, as a killed run would."""
+
+
+def epochs_logged(work):
+    """Rows of the training's results.csv (one per epoch, resumed epochs included)."""
+    return len((work / 'runs' / 'train' / 'results.csv').read_text().strip().splitlines()) - 1
 
 
 SAFE_RELOAD = '''
@@ -181,7 +202,7 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     data, image = prepare_data(work)
     best = train(args, data, work)
-    result = {'best': str(best), **reload_checks(args, best, data, image, work)}
+    result = {'best': str(best), 'epochs': epochs_logged(work), **reload_checks(args, best, data, image, work)}
     result['parity'], result['max_score'] = export_parity(args, best, image)
     print('RESULT', json.dumps(result))
 
