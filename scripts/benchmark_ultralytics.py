@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,14 +27,19 @@ from benchmark import THREADS, gflops, interleaved, ort_session, spread  # noqa:
 PAIRS = [('yolo11n', 'yolo11n-mnv4-conv-s'), ('yolo26n', 'yolo26n-mnv4-conv-s'),
          ('yolo11s', 'yolo11s-mnv4-conv-m'), ('yolo26s', 'yolo26s-mnv4-conv-m')]
 RUNTIMES = ['ort_fp32', 'ov_f32', 'ov_int8', 'ncnn_fp32', 'litert_int8']
-LITERT_MISSING = ('litert-torch is not installed: the package exports LiteRT only through it, and it pulls jax, '
-                  'transformers and huggingface_hub 2, which the PyPI yolov5 pins below')
+LITERT_MISSING = ('litert-torch is not importable: the package exports LiteRT only through it; '
+                  'scripts/litert_torch_env.sh installs it into .cache/litert-torch, which this script puts on sys.path')
+LITERT_TORCH = REPO / '.cache' / 'litert-torch'
 
 
 def data_yaml(source, out):
-    """An Ultralytics data YAML for a YOLO-format folder (images/{train2017,val2017}, COCO classes)."""
+    """An Ultralytics data YAML for a copy of a YOLO-format folder (images/{train2017,val2017}, COCO
+    classes): the package writes label caches beside the labels, so never into the source folder."""
+    import shutil
+
     import ultralytics
     import yaml
+    source = Path(shutil.copytree(source, out / 'calibration', dirs_exist_ok=True))
     names = yaml.safe_load((Path(ultralytics.__file__).parent / 'cfg' / 'datasets' / 'coco8.yaml').read_text())['names']
     path = out / 'data.yaml'
     path.write_text(yaml.safe_dump({'path': str(source), 'train': 'images/train2017', 'val': 'images/val2017',
@@ -83,12 +89,13 @@ def runners_for(paths, size):
     runners['ov_f32'] = openvino_runner(paths['ov_f32'], nchw)
     runners['ov_int8'] = openvino_runner(paths['ov_int8'], nchw)
     ncnn = runtimes.NCNNModel(paths['ncnn_fp32'], threads=THREADS)
-    ncnn.set_input(nchw[0])
+    ncnn.set_input(nchw)  # (1, 3, H, W): the Mat drops the batch axis
     runners['ncnn_fp32'] = ncnn.invoke
     if 'litert_int8' in paths:
         from yolov5_mnv4.edge import TFLiteModel
-        model = TFLiteModel(next(Path(paths['litert_int8']).glob('*.tflite')), threads=THREADS)
-        model.set_input(np.zeros((1, size, size, 3), np.float32))
+        path = Path(paths['litert_int8'])  # a .tflite file (8.4), or a folder holding one
+        model = TFLiteModel(path if path.is_file() else next(path.glob('*.tflite')), threads=THREADS)
+        model.set_input(np.zeros(model.input['shape'], np.float32))  # NCHW: litert-torch keeps torch's layout
         runners['litert_int8'] = model.invoke
     return runners
 
@@ -102,7 +109,8 @@ def model_size(name, size):
 def report(rows, args, out, with_litert):
     lines = [f'# Ultralytics-package detectors: stock against MobileNetV4 twins ({args.reps} interleaved rounds, '
              f'batch 1, {THREADS} threads, ms: median (IQR))', '',
-             f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; python scripts/benchmark_ultralytics.py '
+             f'{time.strftime("%Y-%m-%d")}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; '
+             'python scripts/benchmark_ultralytics.py '
              f'--sizes {" ".join(map(str, args.sizes))}', '']
     columns = [r for r in RUNTIMES if r != 'litert_int8' or with_litert]
     lines += ['| size | model | params (fused) | GFLOPs | ' + ' | '.join(columns) + ' |',
@@ -143,6 +151,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     source = args.data.resolve() if (args.data / 'images' / 'train2017').is_dir() else embedded_dataset()
     data = data_yaml(source, out)
+    if LITERT_TORCH.is_dir():
+        sys.path.append(str(LITERT_TORCH))
     with_litert = importlib.util.find_spec('litert_torch') is not None
     if not with_litert:
         print(f'benchmark_ultralytics: LiteRT int8 left out: {LITERT_MISSING}', flush=True)

@@ -2,8 +2,8 @@
 train one epoch through `yolov5-mnv4 yolo train`, or two through the package's trainer from Python,
 interrupted after the first and resumed from last.pt; reload the
 checkpoint with safe loading on (and show that it is refused without the plugin), validate and
-predict with it, export it with `model.export()` and compare each export with the fused PyTorch
-model on a real image, through the package's own AutoBackend. Prints one `RESULT {json}` line.
+predict with it, export it with `model.export()` (`litert-int8`: quantize=8, calibrated on the
+images) and compare each export with the fused PyTorch model on a real image, through the package's own AutoBackend. Prints one `RESULT {json}` line.
 
     python tests/tools/ultralytics_flow.py --route cli --config yolo11n-mnv4-conv-s.yaml --out /tmp/flow
 """
@@ -159,14 +159,16 @@ def peaked_copy(best, path):
     return path
 
 
-def export_parity(args, best, image):
+def export_parity(args, best, image, data):
     """{format: (largest box error / largest box coordinate, largest score error)} of each export,
-    made from a copy of `best` with peaked scores (peaked_copy)."""
+    made from a copy of `best` with peaked scores (peaked_copy); and for each `<format>-int8` in
+    args.formats, {format: per-level score SNR (dB, P3/P4/P5) against the fused PyTorch model}."""
     import torch
 
     import yolov5_mnv4  # noqa: F401
     from ultralytics import YOLO
     from ultralytics.nn.autobackend import AutoBackend
+    from yolov5_mnv4.edge import level_snr_db
 
     def output(backend, x):
         y = backend(x)
@@ -178,14 +180,23 @@ def export_parity(args, best, image):
     reference = AutoBackend(str(best), device=torch.device('cpu'), fuse=True, verbose=False)
     end2end = bool(getattr(reference.model, 'end2end', False))
     ref_boxes, ref_scores = boxes_and_scores(output(reference, x), end2end)
-    parity = {}
-    for fmt in args.formats:
-        exported = YOLO(str(best)).export(format=fmt, imgsz=args.imgsz)
+    parity, int8 = {}, {}
+    for name in args.formats:
+        fmt, _, precision = name.partition('-')
+        if precision == 'int8':  # the package's calibration on the data's images
+            assert not end2end, 'int8 agreement is measured on per-anchor outputs, not top-k detections'
+            exported = YOLO(str(best)).export(format=fmt, imgsz=args.imgsz, quantize=8, data=str(data))
+        else:
+            exported = YOLO(str(best)).export(format=fmt, imgsz=args.imgsz)
         boxes, scores = boxes_and_scores(output(AutoBackend(exported, device=torch.device('cpu'), verbose=False), x),
                                          end2end)
-        parity[fmt] = (float(np.abs(boxes - ref_boxes).max() / np.abs(ref_boxes).max()),
-                       float(np.abs(scores - ref_scores).max()))
-    return parity, float(ref_scores.max())
+        if precision == 'int8':
+            levels = level_snr_db(scores[None], ref_scores[None], (8, 16, 32), 1, (args.imgsz, args.imgsz))
+            int8[name] = [float(v) for v in levels]
+        else:
+            parity[name] = (float(np.abs(boxes - ref_boxes).max() / np.abs(ref_boxes).max()),
+                            float(np.abs(scores - ref_scores).max()))
+    return parity, int8, float(ref_scores.max())
 
 
 def main(argv=None):
@@ -203,7 +214,7 @@ def main(argv=None):
     data, image = prepare_data(work)
     best = train(args, data, work)
     result = {'best': str(best), 'epochs': epochs_logged(work), **reload_checks(args, best, data, image, work)}
-    result['parity'], result['max_score'] = export_parity(args, best, image)
+    result['parity'], result['int8_snr_db'], result['max_score'] = export_parity(args, best, image, data)
     print('RESULT', json.dumps(result))
 
 
