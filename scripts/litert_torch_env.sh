@@ -20,6 +20,11 @@ if PYTHONPATH="$DIR" "$PY" -c 'import litert_torch' 2>/dev/null; then
     echo "litert_torch_env: $DIR is ready"
     exit 0
 fi
+# What litert-torch imports from the environment itself (the tflite and runtimes extras bring them)
+if ! "$PY" -c 'import torchao, scipy, absl, ai_edge_litert' 2>/dev/null; then
+    echo "litert_torch_env: adding torchao, scipy, absl-py and ai-edge-litert to the environment of $PY"
+    "$PY" -m pip install --progress-bar off -q 'torchao>=0.17' scipy absl-py 'ai-edge-litert>=2.3,<2.4'
+fi
 echo "litert_torch_env: installing litert-torch into $DIR (no dependencies beyond the conversion's own)"
 "$PY" -m pip install --progress-bar off -q --no-deps --upgrade --target "$DIR" "${PACKAGES[@]}"
 PYTHONPATH="$DIR" "$PY" -c 'import litert_torch, ai_edge_quantizer, jax; print("litert_torch_env: ready, jax", jax.__version__)'
