@@ -4,8 +4,8 @@ initialize_weights; registration refuses a parse_model it does not understand; o
 with a YOLO11 head (through `yolov5-mnv4 yolo`) and with a YOLO26 head (through the package's trainer
 from Python, interrupted and resumed), each reloaded with safe loading, validated, run and exported
 (onnx, ncnn; litert where scripts/litert_torch_env.sh made .cache/litert-torch, openvino where
-installed) with parity against the fused PyTorch model; Hybrid-M's explicit attention under
-torch.export. The package comes with the PyPI `yolov5` that set-up installs; CI requires it.
+installed) with parity against the fused PyTorch model, LiteRT int8 by score SNR on the YOLO11 route;
+Hybrid-M's explicit attention under torch.export, and its exports by the package (peaked attention). The package comes with the PyPI `yolov5` that set-up installs; CI requires it.
 """
 import json
 import os
@@ -165,9 +165,8 @@ def test_hybrid_attention_is_explicit_under_torch_export(tasks):
     assert [op for op in ops if 'scaled_dot_product' in op]
 
 
-@pytest.fixture(scope='module')
-def flows(tasks, tmp_path_factory):
-    """tests/tools/ultralytics_flow.py for both routes side by side: {route: (rc, output, result)}."""
+def _flow_formats_and_env():
+    """Float formats the flows export to, and their environment (litert-torch on PYTHONPATH if made)."""
     formats = ['onnx', 'ncnn'] + (['openvino'] if _installed('openvino') else [])
     env = os.environ.copy()
     if LITERT_TORCH.is_dir():  # the package's LiteRT exporter, from scripts/litert_torch_env.sh
@@ -175,17 +174,46 @@ def flows(tasks, tmp_path_factory):
         env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(LITERT_TORCH), env.get('PYTHONPATH')]))
     else:
         print(f'LiteRT export not checked: {LITERT_TORCH} is missing (scripts/litert_torch_env.sh makes it)')
+    return formats, env
+
+
+@pytest.fixture(scope='module')
+def flows(tasks, tmp_path_factory):
+    """tests/tools/ultralytics_flow.py side by side: both routes, and the exports of a YOLO11s-Hybrid-M
+    checkpoint with perturbed weights and peaked attention (so that a wrong head layout or a lost
+    scale would show) at 128 px: {route or 'hybrid': (rc, output, result)}."""
+    formats, env = _flow_formats_and_env()
     out = tmp_path_factory.mktemp('ultralytics-flows')
     # int8 on the YOLO11 head (its per-anchor output; YOLO26's top-k detections reorder under int8)
     int8 = {'cli': ['litert-int8'] if 'litert' in formats else []}
     commands = [[sys.executable, REPO / 'tests' / 'tools' / 'ultralytics_flow.py', '--route', route, '--config', config,
                  '--formats', *formats, *int8.get(route, []), '--out', out / route] for route, config in FLOWS.items()]
+    commands.append([sys.executable, REPO / 'tests' / 'tools' / 'ultralytics_flow.py', '--weights', _peaked_hybrid(out),
+                     '--formats', *formats, '--imgsz', HYBRID_SIZE, '--out', out / 'hybrid'])
     results = run_side_by_side(commands, cwd=out, env=env, timeout=1200)
     parsed = {}
-    for route, (rc, output) in zip(FLOWS, results):
+    for route, (rc, output) in zip([*FLOWS, 'hybrid'], results):
         lines = [line for line in output.splitlines() if line.startswith('RESULT ')]
         parsed[route] = (rc, output, json.loads(lines[-1][7:]) if lines else None)
     return parsed
+
+
+HYBRID_SIZE = 128
+
+
+def _peaked_hybrid(folder):
+    """A YOLO11s-Hybrid-M checkpoint (the package's format) with perturbed weights and attention peaked
+    on the flows' image."""
+    from ultralytics import YOLO
+    from ultralytics_flow import letterboxed
+    from yolov5_mnv4.resources import embedded_dataset
+    image = sorted((embedded_dataset() / 'images' / 'val2017').glob('*.jpg'))[0]
+    model = YOLO('yolo11s-mnv4-hybrid-m.yaml')
+    perturb_(model.model, seed=3).eval()
+    with torch.no_grad():
+        peak_attention_(model.model, torch.from_numpy(letterboxed(image, HYBRID_SIZE)))
+    model.save(str(folder / 'hybrid.pt'))
+    return folder / 'hybrid.pt'
 
 
 def _installed(name):
@@ -212,3 +240,13 @@ def test_train_reload_safely_validate_predict_and_export(flows, route):
         assert boxes < PARITY_BOUND and scores < PARITY_BOUND, (fmt, boxes, scores)
     for fmt, levels in result['int8_snr_db'].items():  # LiteRT int8 against the fused fp32 PyTorch model
         assert all(snr >= bound for snr, bound in zip(levels, INT8_SNR_DB)), (fmt, levels, INT8_SNR_DB)
+
+
+def test_hybrid_exports_with_peaked_attention_equal_pytorch(flows):
+    """The package's own exporters (LiteRT through torch.export) on Hybrid-M with peaked attention."""
+    rc, output, result = flows['hybrid']
+    assert rc == 0 and result, output[-5000:]
+    print(f'yolo11s-mnv4-hybrid-m (perturbed, attention peaked, {HYBRID_SIZE} px): {json.dumps(result)}')
+    assert {'onnx', 'ncnn', *(['litert'] if LITERT_TORCH.is_dir() else [])} <= set(result['parity'])
+    for fmt, (boxes, scores) in result['parity'].items():
+        assert boxes < PARITY_BOUND and scores < PARITY_BOUND, (fmt, boxes, scores)

@@ -6,6 +6,7 @@ predict with it, export it with `model.export()` (`litert-int8`: quantize=8, cal
 images) and compare each export with the fused PyTorch model on a real image, through the package's own AutoBackend. Prints one `RESULT {json}` line.
 
     python tests/tools/ultralytics_flow.py --route cli --config yolo11n-mnv4-conv-s.yaml --out /tmp/flow
+    python tests/tools/ultralytics_flow.py --weights hybrid.pt --formats onnx litert --imgsz 128 --out /tmp/flow
 """
 import argparse
 import json
@@ -201,8 +202,9 @@ def export_parity(args, best, image, data):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--route', choices=('cli', 'trainer'), required=True)
-    parser.add_argument('--config', required=True)
+    parser.add_argument('--route', choices=('cli', 'trainer'))
+    parser.add_argument('--config')
+    parser.add_argument('--weights', type=Path, help='export this checkpoint only (no training, no reloads)')
     parser.add_argument('--formats', nargs='*', default=['onnx', 'ncnn'])
     parser.add_argument('--imgsz', type=int, default=96)
     parser.add_argument('--out', type=Path, required=True)
@@ -212,8 +214,13 @@ def main(argv=None):
     work = args.out.resolve()
     work.mkdir(parents=True, exist_ok=True)
     data, image = prepare_data(work)
-    best = train(args, data, work)
-    result = {'best': str(best), 'epochs': epochs_logged(work), **reload_checks(args, best, data, image, work)}
+    if args.weights:
+        best, result = args.weights.resolve(), {}
+    elif args.route and args.config:
+        best = train(args, data, work)
+        result = {'best': str(best), 'epochs': epochs_logged(work), **reload_checks(args, best, data, image, work)}
+    else:
+        parser.error('give --route and --config, or --weights')
     result['parity'], result['int8_snr_db'], result['max_score'] = export_parity(args, best, image, data)
     print('RESULT', json.dumps(result))
 
