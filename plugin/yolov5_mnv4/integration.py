@@ -52,7 +52,7 @@ import torch.nn as nn
 
 from .import_hook import register_if_loaded, register_on_import
 from .model import fuse_blocks
-from .rows import STAGE_MODULE, stage_rows
+from .rows import STAGE_MODULE, expand_stage_rows
 from .stage import BackboneStage, load_pretrained_backbones
 
 YOLOV5_BN_EPS = 1e-3  # what YOLOv5's initialize_weights gives every BatchNorm
@@ -130,17 +130,13 @@ def expand_backbone_rows(d, keep_weights=True):
     `keep_weights=False` drops a row's pretrained source (for models/tf.py, whose layers copy their
     weights from the PyTorch model, so the source is neither needed nor read)."""
     divisor = d.get('channel_multiple') or 8
-    rows = []
-    for _, row, variant, weights in stage_rows(d):
-        if variant is None:
-            rows.append(row)
-            continue
+
+    def stage_row(variant, index, c_out, weights):
         quoted = [repr(weights)] if weights and keep_weights else []  # parse_model eval()s string args
-        for index, c_out in enumerate(variant.stage_out_channels()):
-            rows.append([row[0] if index == 0 else -1, 1, STAGE_MODULE,
-                         [_conv_branch_arg(c_out, d['width_multiple'], divisor), repr(variant.name), index,
-                          *quoted]])
-    return {**d, 'backbone': rows}
+        return STAGE_MODULE, [_conv_branch_arg(c_out, d['width_multiple'], divisor), repr(variant.name), index,
+                              *quoted]
+
+    return expand_stage_rows(d, stage_row)
 
 
 def is_registered(module):

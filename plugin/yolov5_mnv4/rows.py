@@ -71,6 +71,20 @@ def stage_rows(d):
         yield i, [f, n, module, args], variant, (str(extra[0]) if variant is not None and extra else None)
 
 
+def expand_stage_rows(d, stage_row):
+    """A copy of the model dict with its MobileNetV4 backbone row replaced by one row per stage, layers
+    0-4: `stage_row(spec, index, c_out, weights)` gives each stage row's (module, args), as the host's
+    parse_model will build it."""
+    rows = []
+    for _, row, variant, weights in stage_rows(d):
+        if variant is None:
+            rows.append(row)
+            continue
+        for index, c_out in enumerate(variant.stage_out_channels()):
+            rows.append([row[0] if index == 0 else -1, 1, *stage_row(variant, index, c_out, weights)])
+    return {**d, 'backbone': rows}
+
+
 def backbone_row(d):
     """Index of the first MobileNetV4 row of a model dict's backbone."""
     for i, (_, _, module, _) in enumerate(d['backbone']):

@@ -30,9 +30,8 @@ import torch
 import torch.nn as nn
 
 from .import_hook import register_if_loaded
-from .model import fuse_blocks, is_fused
-from .rows import stage_rows
-from .specs import get_variant
+from .model import fuse_blocks, is_fused, stage_input_channels
+from .rows import expand_stage_rows
 from .stage import BackboneStage, load_pretrained_backbones
 
 TESTED = '8.4.190'
@@ -69,30 +68,28 @@ def shipped_config(name):
 
 
 def expand_backbone_rows(d):
-    """(copy of the model dict with each MobileNetV4 row replaced by five placeholder rows,
-    {layer index: (variant, stage index, weights)} of the placeholders)."""
-    rows, stages = [], {}
-    for _, row, variant, weights in stage_rows(d):
-        if variant is None:
-            rows.append(row)
-            continue
-        for index, c_out in enumerate(variant.stage_out_channels()):
-            stages[len(rows)] = (variant.name, index, weights)
-            rows.append([row[0] if index == 0 else -1, 1, PLACEHOLDER, [c_out, 0]])
-    return {**d, 'backbone': rows}, stages
+    """(copy of the model dict with its MobileNetV4 row replaced by five placeholder rows,
+    {layer index: (variant, weights)} of the placeholders: the stage index, as the row is first)."""
+    stages = {}
+
+    def placeholder(variant, index, c_out, weights):
+        stages[index] = (variant, weights)
+        return PLACEHOLDER, [c_out, 0]
+
+    return expand_stage_rows(d, placeholder), stages
 
 
 def _swap_in_stages(layers, stages, ch):
     """Replace the placeholder layers by the stages they stand for; returns the stages."""
     built = []
-    for k, (variant, index, weights) in stages.items():
-        widths = get_variant(variant).stage_out_channels()
-        placeholder = layers[k]
-        stage = MobileNetV4Stage(ch if index == 0 else widths[index - 1], widths[index], variant, index, weights)
+    for index, (variant, weights) in stages.items():
+        placeholder = layers[index]
+        stage = MobileNetV4Stage(stage_input_channels(variant, index, ch), variant.stage_out_channels()[index],
+                                 variant.name, index, weights)
         stage.i, stage.f = placeholder.i, placeholder.f
         stage.type = f'{MobileNetV4Stage.__module__}.{MobileNetV4Stage.__name__}'
         stage.np = sum(p.numel() for p in stage.parameters())
-        layers[k] = stage
+        layers[index] = stage
         built.append(stage)
     return built
 
