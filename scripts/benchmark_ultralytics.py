@@ -32,21 +32,6 @@ LITERT_MISSING = ('litert-torch is not importable: the package exports LiteRT on
 LITERT_TORCH = REPO / '.cache' / 'litert-torch'
 
 
-def data_yaml(source, out):
-    """An Ultralytics data YAML for a copy of a YOLO-format folder (images/{train2017,val2017}, COCO
-    classes): the package writes label caches beside the labels, so never into the source folder."""
-    import shutil
-
-    import ultralytics
-    import yaml
-    source = Path(shutil.copytree(source, out / 'calibration', dirs_exist_ok=True))
-    names = yaml.safe_load((Path(ultralytics.__file__).parent / 'cfg' / 'datasets' / 'coco8.yaml').read_text())['names']
-    path = out / 'data.yaml'
-    path.write_text(yaml.safe_dump({'path': str(source), 'train': 'images/train2017', 'val': 'images/val2017',
-                                    'names': names}, sort_keys=False))
-    return path
-
-
 def export_all(name, size, folder, data, with_litert):
     """{runtime: exported path} of one model at one size (reused when a finished folder exists)."""
     from ultralytics import YOLO
@@ -147,10 +132,11 @@ def main(argv=None):
         os.environ.setdefault(key, value)
     import yolov5_mnv4  # noqa: F401 (registers into the package when it is imported)
     from yolov5_mnv4.resources import embedded_dataset
+    from yolov5_mnv4.ultralytics_host import data_yaml
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     source = args.data.resolve() if (args.data / 'images' / 'train2017').is_dir() else embedded_dataset()
-    data = data_yaml(source, out)
+    data = data_yaml(source, out)  # the int8 calibration images, copied
     if LITERT_TORCH.is_dir():
         sys.path.append(str(LITERT_TORCH))
     with_litert = importlib.util.find_spec('litert_torch') is not None

@@ -11,13 +11,11 @@ images) and compare each export with the fused PyTorch model on a real image, th
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SAFE_ENV = {'ULTRALYTICS_SAFE_LOAD': '1'}
@@ -32,15 +30,11 @@ def offline_env(**extra):
 
 
 def prepare_data(work):
-    """The embedded images as an Ultralytics data YAML (the package's COCO names)."""
-    import ultralytics
+    """The embedded images as the package's data YAML, and the first val image."""
     from yolov5_mnv4.resources import embedded_dataset
-    data = work / 'dataset'
-    shutil.copytree(embedded_dataset(), data, ignore=shutil.ignore_patterns('*.cache', 'README.md'))
-    names = yaml.safe_load((Path(ultralytics.__file__).parent / 'cfg' / 'datasets' / 'coco8.yaml').read_text())['names']
-    spec = {'path': str(data), 'train': 'images/train2017', 'val': 'images/val2017', 'names': names}
-    (work / 'data.yaml').write_text(yaml.safe_dump(spec, sort_keys=False))
-    return work / 'data.yaml', sorted((data / 'images' / 'val2017').glob('*.jpg'))[0]
+    from yolov5_mnv4.ultralytics_host import data_yaml
+    data = data_yaml(embedded_dataset(), work)
+    return data, sorted((work / 'dataset' / 'images' / 'val2017').glob('*.jpg'))[0]
 
 
 def run(cmd, env, log):
