@@ -1,11 +1,30 @@
 """Shared test helpers: perturbing weights so that a wrong BN, scale or residual cannot hide, peaking the
-attention so that a wrong attention cannot hide, checkpoints, pristine copies of the YOLOv5 tree."""
+attention so that a wrong attention cannot hide, real images and the check that a model's outputs
+depend on them, deliberate bugs for negative controls, checkpoints, pristine copies of the YOLOv5
+tree, the test extra's modules (required in CI)."""
 import contextlib
+import copy
+import os
 import re
 import shutil
 import subprocess
 
+import numpy as np
+import pytest
 import torch
+
+# A parity bound says something only about a model whose outputs move between two real images by
+# far more than the bound: at least this many times it (boxes and scores each on their own scale).
+INPUT_DEPENDENCE = 100
+
+
+def require(module, extra='test'):
+    """Import `module` of the `extra`; skip (with the reason printed) where it is missing, except where
+    MNV4_REQUIRE_TEST_EXTRA=1 (scripts/test.sh, so CI): there a missing module fails the test."""
+    if os.environ.get('MNV4_REQUIRE_TEST_EXTRA') == '1':
+        import importlib
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f'{module} is in the {extra} extra (pip install -e .[{extra}])')
 
 
 @torch.no_grad()
@@ -46,9 +65,16 @@ def calibrate_batchnorm_(model, x, seed=0):
         bn.reset_running_stats()
         bn.momentum = None  # a cumulative average: one batch sets the statistics exactly
         bn.weight.copy_(torch.rand(bn.weight.shape, generator=g) + 0.5)
+    # A checkpoint's parameters are frozen (train.py's strip_optimizer), and a frozen stage keeps its
+    # BatchNorms in eval mode under train(): unfreeze for this one pass, so that every norm sees x.
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    model.requires_grad_(True)
     model.train()(x)
+    for p in frozen:
+        p.requires_grad_(False)
     for bn, momentum in zip(norms, momenta):
         bn.momentum = momentum
+    assert all(bn.num_batches_tracked.item() == 1 for bn in norms), 'a BatchNorm did not see the batch'
     return model.eval()
 
 
@@ -106,6 +132,105 @@ def relative_error(got, ref):
     return float(abs(got - ref).max() / abs(ref).max())
 
 
+def letterboxed(image, size):
+    """An image file as YOLOv5 and the Ultralytics package feed it: resized to fit size x size, padded
+    with gray 114 around it, RGB, (1, 3, size, size) float32 in [0, 1]."""
+    import cv2
+    img = cv2.imread(str(image))
+    h, w = img.shape[:2]
+    r = size / max(h, w)
+    resized = cv2.resize(img, (round(w * r), round(h * r)))
+    canvas = np.full((size, size, 3), 114, np.uint8)
+    top, left = (size - resized.shape[0]) // 2, (size - resized.shape[1]) // 2
+    canvas[top:top + resized.shape[0], left:left + resized.shape[1]] = resized
+    return np.ascontiguousarray(canvas[:, :, ::-1].transpose(2, 0, 1)[None], np.float32) / 255
+
+
+def real_images(size, count, split='val2017'):
+    """The first `count` embedded COCO images of `split` (8 train, 4 val), letterboxed: (count, 3, size, size)."""
+    from yolov5_mnv4.resources import embedded_dataset
+    files = sorted((embedded_dataset() / 'images' / split).glob('*.jpg'))[:count]
+    assert len(files) == count, f'the embedded {split} has {len(files)} images, not {count}'
+    return torch.from_numpy(np.concatenate([letterboxed(f, size) for f in files]))
+
+
+def split_outputs(y, channels_first=False):
+    """(boxes, scores) of a detector output as float64 arrays: YOLOv5's (N, anchors, 4 + 1 + classes),
+    or with `channels_first` the Ultralytics package's (N, 4 + classes, anchors)."""
+    y = np.asarray(y.detach().numpy() if isinstance(y, torch.Tensor) else y, np.float64)
+    if channels_first:
+        y = y.transpose(0, 2, 1)
+    return y[..., :4], y[..., 4:]
+
+
+def output_errors(got, ref, channels_first=False):
+    """(largest box error / largest box coordinate, largest score error): each part on its own scale,
+    so that at 160 px a score cannot hide under the size of a box coordinate."""
+    (gb, gs), (rb, rs) = split_outputs(got, channels_first), split_outputs(ref, channels_first)
+    return float(np.abs(gb - rb).max() / np.abs(rb).max()), float(np.abs(gs - rs).max())
+
+
+def assert_input_dependent(outputs, bound, what='', channels_first=False):
+    """`outputs`: a detector's outputs on two different real images (a batch of 2, or a pair). Asserts
+    that both boxes and scores move between the images by at least INPUT_DEPENDENCE x `bound`, in the
+    measure of `output_errors`; returns (boxes, scores) change. A model whose outputs do not depend on
+    its input (untrained, BatchNorm statistics that do not match its inputs) passes any parity bound."""
+    first, second = (outputs[:1], outputs[1:2]) if not isinstance(outputs, (list, tuple)) else outputs
+    change = output_errors(second, first, channels_first)
+    print(f'{what} input dependence: boxes move {change[0]:.2g}, scores {change[1]:.2g} between two images')
+    assert min(change) >= INPUT_DEPENDENCE * bound, (
+        f'{what}: outputs barely depend on the input (boxes {change[0]:.2g}, scores {change[1]:.2g} between two '
+        f'real images): a parity bound of {bound:g} says nothing about such a model')
+    return change
+
+
+def same_padding_(model):
+    """TF-style 'same' padding (0 before, 1 after) on the first stride-2 3x3 conv: one pixel off."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d) and module.stride == (2, 2) and module.kernel_size == (3, 3):
+            module.padding = (0, 0)
+            conv = module
+            break
+    hook = conv.register_forward_pre_hook(lambda m, args: (torch.nn.functional.pad(args[0], (0, 1, 0, 1)),))
+    return model, hook
+
+
+def drop_residuals_(model, which):
+    """Switch off the residual of every UIB block that has one (`which='all'`) or of one of them (an index)."""
+    from yolov5_mnv4.blocks import UniversalInvertedBottleneck
+    blocks = [m for m in model.modules() if isinstance(m, UniversalInvertedBottleneck) and m.has_residual]
+    for block in blocks if which == 'all' else [blocks[which]]:
+        block.has_residual = False
+    return model, None
+
+
+@contextlib.contextmanager
+def folding_the_query_without_shift():
+    """A wrong fold of the attention-input BatchNorm, for negative controls: its shift is left out of the
+    query projection (key and value keep theirs). Near-uniform attention hides it (the error moves
+    the logits of one query alike), peaked attention shows it."""
+    from yolov5_mnv4.attention import MobileMultiQueryAttention
+    right = MobileMultiQueryAttention.fuse
+
+    def wrong(self):
+        right(self)
+        if isinstance(self.norm, torch.nn.Identity):  # the norm was folded into query, key and value
+            self.query.bias = None
+
+    MobileMultiQueryAttention.fuse = wrong
+    try:
+        yield
+    finally:
+        MobileMultiQueryAttention.fuse = right
+
+
+@torch.no_grad()
+def unfused_and_fused(model, x, fuse=lambda m: m.fuse()):
+    """(`model`'s outputs on x, a fused deep copy's outputs on x): the model itself stays unfused."""
+    model.eval()
+    return model(x), fuse(copy.deepcopy(model)).eval()(x)
+
+
 def max_abs_diff(a, b):
     return max((x - y).abs().max().item() for x, y in zip(a, b))
 
@@ -130,13 +255,13 @@ def write_checkpoint(model, path):
 
 def save_detector_checkpoint(yolo, cfg, path, nc=80, seed=0, peaked_at=None):
     """A checkpoint like train.py's (fp16 model with nc and names) of a perturbed, untrained detector
-    whose outputs depend on its input (`calibrate_batchnorm_`); with `peaked_at=size` its attention
-    is peaked (`peak_attention_`) on a random size x size image."""
+    whose outputs depend on its input (`calibrate_batchnorm_` on the 8 embedded train images); with
+    `peaked_at=size` its attention is peaked (`peak_attention_`) on the first of them at size x size."""
     with keeping_default_act(yolo):
         torch.manual_seed(seed)
         model = yolo.DetectionModel(str(cfg), nc=nc)
     perturb_(model, seed)
-    x = torch.rand(2, 3, peaked_at or 160, peaked_at or 160, generator=torch.Generator().manual_seed(seed))
+    x = real_images(peaked_at or 160, 8, 'train2017')
     calibrate_batchnorm_(model, x, seed)
     if peaked_at:
         peak_attention_(model, x[:1])

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from make_golden import CONFIGS, golden_input
+from helpers import assert_input_dependent, drop_residuals_, output_errors, real_images
+from make_golden import CONFIGS, IMG, golden_input, input_dependent, input_dependent_outputs_path
 
 GOLDEN = Path(__file__).resolve().parent / 'data' / 'golden'
 KEYS = list(CONFIGS)
@@ -36,7 +37,8 @@ def stored_output(key):
 
 
 def close(a, b):
-    return (a - b).abs().max().item() <= 1e-4 * max(1.0, b.abs().max().item())
+    """Boxes within 1e-4 of the largest coordinate, scores within 1e-4 (helpers.output_errors)."""
+    return a.shape == b.shape and max(output_errors(a, b)) <= 1e-4
 
 
 @pytest.mark.parametrize('key', KEYS)
@@ -48,7 +50,7 @@ def test_attempt_load_fuses_and_reproduces_the_stored_outputs(yolo, unpacked, ke
     assert len(norms) == (4 if key == 'hybrid-m' else 0)  # fused: only kv-stride-2 attention inputs stay
     with torch.no_grad():
         output = model(golden_input())[0]
-    assert output.shape == stored_output(key).shape and close(output, stored_output(key))
+    assert close(output, stored_output(key))
 
 
 @pytest.mark.parametrize('key', KEYS)
@@ -60,6 +62,28 @@ def test_detect_multi_backend_reproduces_the_stored_outputs(yolo, unpacked, key)
         output = backend(golden_input())
     output = output[0] if isinstance(output, (list, tuple)) else output
     assert close(output, stored_output(key))
+
+
+@pytest.mark.parametrize('key', KEYS)
+def test_what_the_loaded_convs_compute_is_unchanged(yolo, unpacked, key):
+    """The golden models' own outputs hardly depend on the input (measured: Conv-S 5e-6 between two
+    images, Hybrid-M 0), so the tests above show loading and fusing only. Made input-dependent the same
+    deterministic way as when their outputs were stored (make_golden.input_dependent), they must give
+    those outputs on real images: a change in what any loaded conv, block or attention computes shows."""
+    from models.experimental import attempt_load
+    model = input_dependent(attempt_load(str(unpacked[key]), device='cpu', fuse=False)).fuse().eval()
+    with torch.no_grad():
+        output = model(real_images(IMG, 2))[0]
+    assert_input_dependent(output, 1e-4, f'golden {key}, made input-dependent')
+    stored = torch.load(input_dependent_outputs_path(key), weights_only=True)['output']
+    errors = output_errors(output, stored)
+    with torch.no_grad():  # control: the same model without its last UIB residual
+        broken = drop_residuals_(model, -1)[0](real_images(IMG, 2))[0]
+    control = output_errors(broken, stored)
+    print(f'golden {key}: boxes {errors[0]:.2g}, scores {errors[1]:.2g} from the stored outputs; without the last '
+          f'residual {control[0]:.2g}, {control[1]:.2g}')
+    assert output.shape == stored.shape and max(errors) <= 1e-4
+    assert max(control) > 1e-3
 
 
 def pickled_globals(checkpoint):

@@ -7,13 +7,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from helpers import max_abs_diff, peak_attention_, perturb_, relative_error, residual_branches
+from helpers import (calibrate_batchnorm_, folding_the_query_without_shift, max_abs_diff, peak_attention_, perturb_,
+                     real_images, relative_error, require, residual_branches, unfused_and_fused)
 from yolov5_mnv4 import VARIANTS, MobileNetV4
 from yolov5_mnv4.attention import MobileMultiQueryAttention
 from yolov5_mnv4.blocks import UniversalInvertedBottleneck
 from yolov5_mnv4.layers import DropPath, LayerScale
 
-# Reference counts (reference/MOBILENETV4.md §3.1, timm 1.0.31).
+# Reference counts: timm 1.0.31's mobilenetv4_* models without their classifier, equal to the TF reference's.
 BACKBONE_PARAMS = {'conv_small': 1_136_864, 'conv_medium': 6_955_472, 'conv_large': 29_585_064,
                    'hybrid_medium': 8_314_608, 'hybrid_large': 34_758_824}
 CLASSIFIER_PARAMS = {'conv_small': 3_774_024, 'conv_medium': 9_715_512, 'conv_large': 32_590_864,
@@ -113,6 +114,41 @@ def test_fuse_folds_every_foldable_bn_and_keeps_outputs(variant):
     assert not any(isinstance(m, LayerScale) for m in model.modules())
 
 
+FUSE_BOUND = 1e-4  # worst feature map, relative to its largest value
+
+
+def peaked_hybrid(name, size=160):
+    """A hybrid with perturbed weights, BatchNorm statistics of 4 real images and attention peaked on the
+    first: its features depend on the image and a wrong query or key shows. Returns (model, images)."""
+    x = real_images(size, 4)
+    model = calibrate_batchnorm_(perturb_(MobileNetV4(name)), x)
+    return peak_attention_(model, x[:1]), x
+
+
+def worst_feature_error(got, ref):
+    return max(relative_error(g, r) for g, r in zip(got, ref))
+
+
+@pytest.mark.parametrize('name', ['hybrid_medium', 'hybrid_large'])
+def test_fuse_keeps_features_with_peaked_attention(name):
+    """Every fold, the attention-input BatchNorm into query, key and value included, under attention as
+    peaked as a trained model's; a fold that drops the query's shift fails the same bound (it moved the
+    features of the perturbed-only model with random input, which test_fuse_folds_every_foldable_bn_...
+    uses, by 3e-7 only)."""
+    model, x = peaked_hybrid(name)
+    unfused, fused = unfused_and_fused(model, x)
+    between_images = worst_feature_error(unfused[-1][1:2], unfused[-1][:1])
+    error = worst_feature_error(fused, unfused)
+    with folding_the_query_without_shift():
+        _, wrong = unfused_and_fused(model, x)
+    control = worst_feature_error(wrong, unfused)
+    print(f'{name}: fused {error:.2g} (bound {FUSE_BOUND:g}); query folded without shift {control:.2g}; '
+          f'/32 features move {between_images:.2g} between two images')
+    assert between_images > 0.1
+    assert error < FUSE_BOUND
+    assert control > 10 * FUSE_BOUND
+
+
 def test_stochastic_depth_is_off_by_default_and_only_on_residual_branches():
     assert not any(isinstance(m, DropPath) for m in MobileNetV4('hybrid_medium').modules())
     model = MobileNetV4('hybrid_medium', drop_path_rate=0.1)
@@ -186,8 +222,8 @@ ONNX_CASES = [('conv_small', 'perturbed'), ('hybrid_medium', 'perturbed'), ('hyb
 @pytest.mark.parametrize('name, weights', ONNX_CASES, ids=[f'{n}-{w}' for n, w in ONNX_CASES])
 def test_onnx_export_matches_eager(name, weights, tmp_path):
     """The exported (explicit) attention against eager's fused kernel, branch by branch."""
-    pytest.importorskip('onnxruntime', reason='onnxruntime is in the test extra')
-    pytest.importorskip('onnx', reason='onnx is in the test extra')
+    require('onnxruntime')
+    require('onnx')
     model = perturb_(MobileNetV4(name)).eval()
     x = torch.randn(1, 3, 160, 128, generator=torch.Generator().manual_seed(0))
     if weights == 'peaked':
@@ -200,7 +236,7 @@ def test_onnx_export_matches_eager(name, weights, tmp_path):
 @pytest.mark.parametrize('bug', ['no-scale', 'mean-of-values'])
 def test_onnx_bounds_reject_a_broken_explicit_attention(bug, monkeypatch, tmp_path):
     """Negative controls: a wrong explicit attention (what exports run) fails the ONNX test's bounds."""
-    pytest.importorskip('onnxruntime', reason='onnxruntime is in the test extra')
+    require('onnxruntime')
     from yolov5_mnv4 import attention
     explicit = attention.attend_explicit
     broken = {'no-scale': lambda q, k, v, scale: explicit(q, k, v, 1.0),
@@ -335,7 +371,7 @@ def test_sdpa_sees_one_head_on_both_sides_and_equals_the_explicit_form(monkeypat
 def test_onnx_export_takes_the_explicit_attention(monkeypatch, tmp_path, dynamo):
     """Both ONNX exporters get plain matmuls: under the dynamo one (torch's default since 2.9, used by
     YOLOv5's export.py) torch.jit.is_tracing() is False, so the export flag is checked as well."""
-    pytest.importorskip('onnx', reason='onnx is in the test extra')
+    require('onnx')
     from yolov5_mnv4 import attention
     calls, explicit = [], attention.attend_explicit
 
@@ -363,7 +399,7 @@ def test_torch_export_takes_the_explicit_attention():
 
 
 def test_drop_path_schedule_equals_timms():
-    timm = pytest.importorskip('timm', reason='timm is in the test extra')
+    timm = require('timm')
     for name in ('conv_small', 'hybrid_medium'):
         ours = MobileNetV4(name, drop_path_rate=0.2)
         theirs = timm.create_model(f'mobilenetv4_{name}', drop_path_rate=0.2)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import keeping_default_act, run_side_by_side, save_detector_checkpoint
+from helpers import (assert_input_dependent, drop_residuals_, keeping_default_act, real_images, run_side_by_side,
+                     same_padding_, save_detector_checkpoint)
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINED = REPO / 'tests' / 'data' / 'mnv4-conv-s-relu-coco128-160.pt'  # tests/data/README.md
@@ -25,9 +26,11 @@ CASES = {'conv-s-trained': (TRAINED, False, 160),
 # Largest box error over the largest box coordinate, and largest score error, against the fused
 # PyTorch model (export.detection_errors). On the real image: measured 4e-7 to 7e-7 (trained Conv-S)
 # and 1.3e-5 to 2.0e-5 (perturbed, untrained detectors, which amplify rounding) in all three runtimes.
-# On uniform noise those detectors are worse conditioned: up to 2.6e-4 (yolov5n in NCNN at 160).
+# On uniform noise those detectors are worse conditioned (their BatchNorm statistics are those of real
+# images): up to 2.9e-3 (Hybrid-M in NCNN at 256). Every model's outputs move between two real images
+# by at least INPUT_DEPENDENCE x REAL_BOUND (helpers.assert_input_dependent), so the bound means something.
 REAL_BOUND = 1e-4
-NOISE_BOUND = 1e-3
+NOISE_BOUND = 1e-2
 BROKEN = 0.1  # a broken export must be off by at least this (measured 0.4 and more)
 
 INT8_FORMATS = {'mnn': 'best-int8.mnn', 'executorch': 'best-int8.pte'}
@@ -96,8 +99,10 @@ def outputs_of(model, images):
 
 
 def images(size):
+    """A real image, uniform noise (export.parity_images: what the export command reports on), and a
+    second real image."""
     from yolov5_mnv4.export import parity_images
-    return list(parity_images((size, size)).values())
+    return [*parity_images((size, size)).values(), real_images(size, 2)[1:].numpy()]
 
 
 def test_export_writes_each_format_where_yolov5_users_look(exported):
@@ -119,21 +124,12 @@ def test_runtime_equals_the_fused_pytorch_model(exported, yolo, fmt):
             'executorch': weights.with_name('best.pte')}[fmt]
     runner = runtimes.load(fmt, path)
     ims = images(size)
-    for name, bound, im, ref in zip(('real', 'random'), (REAL_BOUND, NOISE_BOUND), ims, outputs_of(fused(yolo, weights), ims)):
+    refs = outputs_of(fused(yolo, weights), ims)
+    assert_input_dependent((refs[0], refs[2]), REAL_BOUND, case)
+    for name, bound, im, ref in zip(('real', 'random', 'second real'), (REAL_BOUND, NOISE_BOUND, REAL_BOUND), ims, refs):
         boxes, scores = detection_errors(runner(im), ref)
         print(f'{case} {fmt} {name}: boxes {boxes:.1e}, scores {scores:.1e} (bound {bound:.0e})')
         assert boxes <= bound and scores <= bound, (case, fmt, name, boxes, scores)
-
-
-def same_padding_(model):
-    """TF-style 'same' padding (0 before, 1 after) on the first stride-2 3x3 conv: one pixel off."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d) and module.stride == (2, 2) and module.kernel_size == (3, 3):
-            module.padding = (0, 0)
-            conv = module
-            break
-    hook = conv.register_forward_pre_hook(lambda m, args: (torch.nn.functional.pad(args[0], (0, 1, 0, 1)),))
-    return model, hook
 
 
 @pytest.mark.parametrize('fmt', ['ncnn', 'mnn'])
@@ -187,14 +183,6 @@ def test_int8_export_agrees_with_fp32(exports, int8_reference, fmt):
     model, ims, refs = int8_reference
     runner = runtimes.load(fmt, weights.with_name(INT8_FORMATS[fmt]))
     check_int8([runner(im) for im in ims], refs, model.model[-1], size, fmt, f'{fmt} int8')
-
-
-def drop_residuals_(model, which):
-    from yolov5_mnv4.blocks import UniversalInvertedBottleneck
-    blocks = [m for m in model.modules() if isinstance(m, UniversalInvertedBottleneck) and m.has_residual]
-    for block in blocks if which == 'all' else [blocks[which]]:
-        block.has_residual = False
-    return model, None
 
 
 INT8_BUGS = {'same-padding': same_padding_, 'no-residual': lambda m: drop_residuals_(m, 'all'),

@@ -53,6 +53,6 @@ def test_smoke_segment_and_classify(task_smokes, task):
     assert f'smoke-{task}: OK' in output
     if task == 'seg':
         log = (folder / 'seg-onnxruntime.log').read_text()
-        assert 'onnx-vs-torch: detections' in log and 'onnx-vs-torch: prototypes' in log
+        assert 'onnx-vs-torch: image 1: detections' in log and 'onnx-vs-torch: image 1: prototypes' in log
     else:
         assert 'classify-model: 4 MNv4 stages + Classify(in=96, classes=3)' in (folder / 'cls-model.log').read_text()

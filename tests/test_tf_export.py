@@ -16,8 +16,8 @@ import torch
 
 from broken_keras import BUG_VARIANTS
 from broken_keras import install as install_bug
-from helpers import (peak_attention_, perturb_, relative_error, run_side_by_side, save_detector_checkpoint,
-                     val_rows)
+from helpers import (assert_input_dependent, peak_attention_, perturb_, relative_error, run_side_by_side,
+                     save_detector_checkpoint, val_rows)
 from yolov5_mnv4.integration import is_registered
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,8 +58,12 @@ def _real_images(n, size=IMG, data=None):
     return [cv2.resize(cv2.imread(str(f)), (size, size))[:, :, ::-1].astype(np.float32) / 255 for f in files]
 
 
-BOX_BOUND = 2e-4  # max abs error of xywh over the largest |xywh| (measured 1.6e-5 to 2.7e-5 in fp32)
-SCORE_BOUND = 2e-4  # max abs error of the scores, which lie in [0, 1] (measured 2.6e-5 to 4.1e-5)
+# Detectors with BatchNorm statistics of real images (helpers.save_detector_checkpoint), on uniform noise
+# and two real images; measured 2026-12-07: SavedModel and GraphDef 4.5e-6 to 1.5e-5 (boxes) and 8e-6
+# to 4.9e-5 (scores), TFLite fp32 up to 1.6e-5 / 2.8e-5 and, for the peaked Hybrid-M on the noise image
+# (outside its statistics' distribution), 8.1e-5 / 2.1e-4. The broken Keras copies: 0.65 and more.
+BOX_BOUND = 2e-4  # max abs error of xywh over the largest |xywh|
+SCORE_BOUND = 5e-4  # max abs error of the scores, which lie in [0, 1]
 
 
 def assert_detector_close(got, ref, what):
@@ -264,15 +268,16 @@ def test_export_writes_every_tf_format(exported):
         assert path.is_file() and path.stat().st_size > 100_000, path
 
 
-def test_savedmodel_and_tflite_fp32_equal_pytorch(exported, tmp_path):
-    from yolov5_mnv4.edge import SavedModel, TFLiteModel, fp32_tflite_from_saved_model, to_torch_layout
+def test_savedmodel_graphdef_and_tflite_fp32_equal_pytorch(exported, tmp_path):
+    from yolov5_mnv4.edge import GraphDef, SavedModel, TFLiteModel, fp32_tflite_from_saved_model, to_torch_layout
 
     cfg, weights, model = exported
     detect = model.model[-1]
     images = [np.random.default_rng(0).random((IMG, IMG, 3), dtype=np.float32)] + _real_images(2)
     ref = torch_outputs(model, images)
+    assert_input_dependent(ref[1:], max(BOX_BOUND, SCORE_BOUND), cfg)
     saved_model = Path(f'{weights.with_suffix("")}_saved_model')
-    runners = {'SavedModel': SavedModel(saved_model),
+    runners = {'SavedModel': SavedModel(saved_model), 'GraphDef': GraphDef(weights.with_suffix('.pb')),
                'TFLite fp32': TFLiteModel(fp32_tflite_from_saved_model(saved_model, tmp_path / 'fp32.tflite'))}
     for name, run in runners.items():
         got = np.concatenate([to_torch_layout(run(im[None]), detect.stride, detect.na, (IMG, IMG)) for im in images])
@@ -473,6 +478,15 @@ def test_edgetpu_fails_only_for_want_of_its_compiler(int8_export):
     assert 'Edge TPU: export failure' in plain
 
 
+# val.py's metrics of the exports against PyTorch's (P, R, mAP50, mAP50-95 of the trained Conv-S-ReLU, a
+# weak model: mAP50 0.004 on coco128 val). val.py letterboxes PyTorch's batches to rectangles and an
+# export's to squares, so even the fp32 SavedModel sees slightly different pixels: measured 2026-12-07
+# on coco128, PyTorch 0.646 / 0.00358 / 0.00435 / 0.00203, SavedModel 0.645 / 0.00333 / 0.00378 /
+# 0.00182 (within 0.001 of each), TFLite int8 mAP50 0.00283 (0.65 of PyTorch's).
+VAL_FP32_TOLERANCE = 0.002
+VAL_INT8_KEEPS = 0.5  # int8 mAP50 / PyTorch mAP50, at least
+
+
 def test_stock_val_and_detect_run_the_tf_exports(int8_export, yolov5_dir, offline, tmp_path):
     weights, data_yaml, _ = int8_export
     stem = weights.with_suffix('')
@@ -488,12 +502,19 @@ def test_stock_val_and_detect_run_the_tf_exports(int8_export, yolov5_dir, offlin
     commands += [[sys.executable, 'detect.py', '--weights', w, '--source', source, *common, '--name', f'detect{i}']
                  for i, w in enumerate(detects)]
     results = run_side_by_side(commands, yolov5_dir, {**os.environ, **offline})
-    maps = {}
+    metrics = {}
     for name, (rc, log) in zip(vals, results):
         rows = val_rows(log)
         assert rc == 0 and rows, f'{name}:\n{log[-3000:]}'
-        maps[name] = float(rows[-1][5])  # all, images, instances, P, R, mAP50, mAP50-95
-    print(f'val.py mAP50 on {coco().name} val at', IMG, maps)
+        metrics[name] = [float(v) for v in rows[-1][3:]]  # all, images, instances | P, R, mAP50, mAP50-95
+    print(f'val.py P, R, mAP50, mAP50-95 on {coco().name} val at {IMG}: {metrics}')
+    torch_metrics = metrics['PyTorch']
+    assert torch_metrics[2] > 0, 'the trained model should find something: a zero mAP compares nothing'
+    # fp32 SavedModel: the same detections, so the same metrics to val.py's printed 3 decimals (and a
+    # threshold tie or two)
+    assert all(abs(a - b) <= VAL_FP32_TOLERANCE for a, b in zip(metrics['SavedModel'], torch_metrics)), metrics
+    # int8: what export.py --int8 keeps of the fp32 mAP50 (measured in the note beside the bound)
+    assert metrics['TFLite int8'][2] >= VAL_INT8_KEEPS * torch_metrics[2], metrics
     for i, (rc, log) in enumerate(results[len(vals):]):
         assert rc == 0, log[-3000:]
         assert len(list((tmp_path / f'detect{i}').glob('*.jpg'))) == 3

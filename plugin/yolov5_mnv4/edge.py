@@ -89,6 +89,24 @@ class SavedModel:
         return y.numpy()
 
 
+class GraphDef:
+    """A frozen GraphDef `.pb` (export.py --include pb) as a function: float NHWC input in [0, 1] -> float
+    output. Its input is the placeholder `x:0`; its output the one node that no other node reads."""
+
+    def __init__(self, path):
+        tf = self.tf = import_tensorflow()
+        graph_def = tf.compat.v1.GraphDef()
+        graph_def.ParseFromString(Path(path).read_bytes())
+        read = {name.split(':')[0].lstrip('^') for node in graph_def.node for name in node.input}
+        outputs = [f'{node.name}:0' for node in graph_def.node if node.name not in read and node.op != 'NoOp']
+        imported = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=''), [])
+        graph = imported.graph
+        self.function = imported.prune(graph.as_graph_element('x:0'), [graph.as_graph_element(o) for o in outputs])
+
+    def __call__(self, x):
+        return self.function(self.tf.constant(np.asarray(x, np.float32)))[0].numpy()
+
+
 def fp32_tflite_from_saved_model(saved_model, out):
     """Convert an exported SavedModel to a plain fp32 .tflite (export.py's default keeps fp16 weights)."""
     tf = import_tensorflow()

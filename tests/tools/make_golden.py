@@ -9,6 +9,14 @@ frozen layers, BatchNorm statistics included, keep their values): the file is th
 compresses well (xz). Data: the embedded coco8 with its labels folded onto 3 classes (class % 3).
 
     python tests/tools/make_golden.py --yolov5 .cache/yolov5-v7.0
+    python tests/tools/make_golden.py --yolov5 .cache/yolov5-v7.0 --input-dependent-outputs
+
+A golden model's own outputs barely depend on its input (its BatchNorm statistics and layer scales are
+still their initial values: Conv-S moves by 5e-6 between two images, Hybrid-M by exactly 0), so the
+stored outputs prove that it loads and fuses, not what it computes. `--input-dependent-outputs` stores,
+beside the existing files and without touching them, the outputs of each golden model made
+input-dependent by `input_dependent()` on two real images: outputs that any change in what the loaded
+convs compute would move.
 """
 import argparse
 import lzma
@@ -22,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for helpers when run as a script
-from helpers import write_checkpoint  # noqa: E402
+from helpers import calibrate_batchnorm_, peak_attention_, perturb_, real_images, write_checkpoint  # noqa: E402
 from yolov5_mnv4.demo import write_data_yaml  # noqa: E402
 from yolov5_mnv4.offline import offline_env  # noqa: E402
 from yolov5_mnv4.resources import embedded_dataset  # noqa: E402
@@ -37,6 +45,38 @@ IMG = 64
 def golden_input():
     """The fixed input the stored outputs belong to."""
     return torch.rand(2, 3, IMG, IMG, generator=torch.Generator().manual_seed(0))
+
+
+def input_dependent(model):
+    """The unfused golden `model` with outputs that depend on the image, deterministically (in place):
+    norms, biases and layer scales perturbed (seed 0), BatchNorm statistics of the 8 embedded train
+    images at IMG, attention peaked on the first; its conv weights stay the checkpoint's. Eval mode."""
+    from yolov5_mnv4.attention import MobileMultiQueryAttention
+    x = real_images(IMG, 8, 'train2017')
+    calibrate_batchnorm_(perturb_(model, 0), x, 0)
+    if any(isinstance(m, MobileMultiQueryAttention) for m in model.modules()):
+        peak_attention_(model, x[:1])
+    return model.eval()
+
+
+def input_dependent_outputs_path(key):
+    return OUT / f'mnv4-{key}-nc3.input-dependent-outputs.pt'
+
+
+def write_input_dependent_outputs(attempt_load):
+    """For each golden file: the fused input_dependent() model's outputs on the first two embedded val
+    images, stored beside it."""
+    import tempfile
+    for key in CONFIGS:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / 'golden.pt'
+            path.write_bytes(lzma.decompress((OUT / f'mnv4-{key}-nc3.pt.xz').read_bytes()))
+            model = input_dependent(attempt_load(str(path), device='cpu', fuse=False)).fuse().eval()
+        with torch.no_grad():
+            output = model(real_images(IMG, 2))[0]
+        torch.save({'img': IMG, 'images': 'the first two embedded val images', 'output': output},
+                   input_dependent_outputs_path(key))
+        print(f'make_golden: {input_dependent_outputs_path(key).name}: output {tuple(output.shape)}')
 
 
 def three_class_data(work):
@@ -64,6 +104,8 @@ def ternary_init(yolo, cfg, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--yolov5', type=Path, required=True, help='YOLOv5 checkout with the plugin applied')
+    parser.add_argument('--input-dependent-outputs', action='store_true',
+                        help='only add the input-dependent outputs of the existing golden files')
     args = parser.parse_args(argv)
     tree = args.yolov5.resolve()
     env = offline_env()
@@ -71,6 +113,8 @@ def main(argv=None):
     sys.path.insert(0, str(tree))
     import models.yolo
     from models.experimental import attempt_load
+    if args.input_dependent_outputs:
+        return write_input_dependent_outputs(attempt_load)
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

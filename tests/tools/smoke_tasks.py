@@ -60,7 +60,7 @@ def seg(args, step, work, yolov5):
     check((work / 'seg-predict' / image.name).is_file(), 'segment/predict.py wrote no image')
     step('seg-export', 'export.py', '--weights', best, '--include', 'onnx', *common)
     check(best.with_suffix('.onnx').is_file(), 'export.py wrote no .onnx')
-    return step('seg-onnxruntime', '-c', COMPARE_ONNX, best, best.with_suffix('.onnx'), args.img)
+    return step('seg-onnxruntime', '-c', COMPARE_ONNX, best, args.img)
 
 
 def classify(args, step, work, yolov5):

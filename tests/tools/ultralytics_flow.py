@@ -3,7 +3,12 @@ train one epoch through `yolov5-mnv4 yolo train`, or two through the package's t
 interrupted after the first and resumed from last.pt; reload the
 checkpoint with safe loading on (and show that it is refused without the plugin), validate and
 predict with it, export it with `model.export()` (`litert-int8`: quantize=8, calibrated on the
-images) and compare each export with the fused PyTorch model on a real image, through the package's own AutoBackend. Prints one `RESULT {json}` line.
+images) and compare each export with the fused PyTorch model on two real images, through the
+package's own AutoBackend. The exports are made from a copy whose outputs depend on the image
+(BatchNorm statistics of the embedded train images, attention peaked, class scores where the sigmoid
+is steep); the result says how far those outputs move between the two images, and how far the same
+exports are from the PyTorch model with a deliberate bug (the negative controls of the bounds).
+Prints one `RESULT {json}` line.
 
     python tests/tools/ultralytics_flow.py --route cli --config yolo11n-mnv4-conv-s.yaml --out /tmp/flow
     python tests/tools/ultralytics_flow.py --weights hybrid.pt --formats onnx litert --imgsz 128 --out /tmp/flow
@@ -18,6 +23,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / 'tests'))  # helpers, when run as a script
+from helpers import (calibrate_batchnorm_, drop_residuals_, letterboxed, peak_attention_, real_images,  # noqa: E402
+                     same_padding_)
+
 SAFE_ENV = {'ULTRALYTICS_SAFE_LOAD': '1'}
 
 
@@ -30,11 +39,11 @@ def offline_env(**extra):
 
 
 def prepare_data(work):
-    """The embedded images as the package's data YAML, and the first val image."""
+    """The embedded images as the package's data YAML, and the first two val images."""
     from yolov5_mnv4.resources import embedded_dataset
     from yolov5_mnv4.ultralytics_host import data_yaml
     data = data_yaml(embedded_dataset(), work)
-    return data, sorted((work / 'dataset' / 'images' / 'val2017').glob('*.jpg'))[0]
+    return data, sorted((work / 'dataset' / 'images' / 'val2017').glob('*.jpg'))[:2]
 
 
 def run(cmd, env, log):
@@ -118,46 +127,57 @@ def reload_checks(args, best, data, image, work):
     return out
 
 
-def letterboxed(image, imgsz):
-    import cv2
-    img = cv2.imread(str(image))
-    h, w = img.shape[:2]
-    r = imgsz / max(h, w)
-    resized = cv2.resize(img, (round(w * r), round(h * r)))
-    canvas = np.full((imgsz, imgsz, 3), 114, np.uint8)
-    top, left = (imgsz - resized.shape[0]) // 2, (imgsz - resized.shape[1]) // 2
-    canvas[top:top + resized.shape[0], left:left + resized.shape[1]] = resized
-    return np.ascontiguousarray(canvas[:, :, ::-1].transpose(2, 0, 1)[None], np.float32) / 255
-
-
 def boxes_and_scores(y, end2end):
     """(boxes, scores) of a detector output: (1, 4 + nc, anchors), or (1, k, 6) for an end-to-end head."""
     y = np.asarray(y, np.float64)[0]
     return (y[:, :4], y[:, 4:5]) if end2end else (y[:4].T, y[4:].T)
 
 
-PEAK_LOGIT = 8.0  # one epoch leaves class scores near the bias init (~1e-4); +8 moves them to 0.1-0.9
+CALIBRATION_IMAGES = 8  # the embedded train images
+# Deliberate bugs for the negative controls: the fused PyTorch model with one of them is what a broken
+# export would compute; each export is compared with it as with the right model.
+BUGS = {'same-padding': same_padding_, 'last-residual': lambda m: drop_residuals_(m, -1)}
 
 
-def peaked_copy(best, path):
-    """`best` with its class logits' biases raised by PEAK_LOGIT (every class branch of the Detect,
-    one-to-one branch included), so that the exported scores are compared where the sigmoid is
-    steep, as a trained model's are, and not where every score rounds to the same tiny value."""
+def prepared_copy(best, path, imgsz):
+    """`best` made fit for parity checks, saved to `path`: BatchNorm statistics of the embedded train
+    images (a 1-epoch model's outputs barely depend on its input: 1.7e-6 between two images, measured),
+    attention peaked where it has any, and each class logit centred on those images (its bias moved
+    by minus its mean, in every class branch of the Detect, one-to-one branch included), so that scores
+    are compared where the sigmoid is steep, as a trained model's are, and not where every score
+    rounds to the same tiny value (a 1-epoch model's) or to 1."""
     import torch
+    from yolov5_mnv4.attention import MobileMultiQueryAttention
     ckpt = torch.load(best, map_location='cpu', weights_only=False)
-    detect = ckpt['model'].model[-1]
+    model = ckpt['model'].float()
+    images = real_images(imgsz, CALIBRATION_IMAGES, 'train2017')
+    calibrate_batchnorm_(model, images)
+    if any(isinstance(m, MobileMultiQueryAttention) for m in model.modules()):
+        peak_attention_(model, images[:1])
+    detect = model.model[-1]
+    logits = [seq[-1] for branch in (detect.cv3, getattr(detect, 'one2one_cv3', None) or []) for seq in branch]
+    means = {}
+    hooks = [conv.register_forward_hook(lambda m, args, out: means.__setitem__(m, out.mean((0, 2, 3))))
+             for conv in logits]
     with torch.no_grad():
-        for branch in (detect.cv3, getattr(detect, 'one2one_cv3', None) or []):
-            for seq in branch:
-                seq[-1].bias += PEAK_LOGIT
+        model.eval()(images)
+        for conv, mean in means.items():
+            conv.bias -= mean
+    for hook in hooks:
+        hook.remove()
+    ckpt['model'] = model.half()
     torch.save(ckpt, path)
     return path
 
 
-def export_parity(args, best, image, data):
-    """{format: (largest box error / largest box coordinate, largest score error)} of each export,
-    made from a copy of `best` with peaked scores (peaked_copy); and for each `<format>-int8` in
-    args.formats, {format: per-level score SNR (dB, P3/P4/P5) against the fused PyTorch model}."""
+def export_parity(args, best, images, data):
+    """On two real images: {format: (largest box error / largest box coordinate, largest score error)}
+    of each export, made from `prepared_copy(best)`; for each `<format>-int8` in args.formats,
+    {format: per-level score SNR (dB, P3/P4/P5) against the fused PyTorch model}; the reference's
+    (boxes, scores) change between the two images; and the same measures against the reference with
+    each of BUGS, {format: {bug: measure}}."""
+    import copy
+
     import torch
 
     import yolov5_mnv4  # noqa: F401
@@ -168,14 +188,32 @@ def export_parity(args, best, image, data):
     def output(backend, x):
         y = backend(x)
         y = y[0] if isinstance(y, (list, tuple)) else y
-        return y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+        return y.detach().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
 
-    best = peaked_copy(best, best.with_name('peaked.pt'))
-    x = torch.from_numpy(letterboxed(image, args.imgsz))
+    best = prepared_copy(best, best.with_name('prepared.pt'), args.imgsz)
+    xs = [torch.from_numpy(letterboxed(image, args.imgsz)) for image in images]
     reference = AutoBackend(str(best), device=torch.device('cpu'), fuse=True, verbose=False)
     end2end = bool(getattr(reference.model, 'end2end', False))
-    ref_boxes, ref_scores = boxes_and_scores(output(reference, x), end2end)
-    parity, int8 = {}, {}
+    with torch.no_grad():
+        refs = [output(reference, x) for x in xs]
+        broken = {}
+        for bug, make in BUGS.items():
+            model, hook = make(copy.deepcopy(reference.model))
+            broken[bug] = [output(model.eval(), x) for x in xs]
+            if hook:
+                hook.remove()
+
+    def errors(got, ref):
+        boxes, scores = zip(*(boxes_and_scores(y, end2end) for y in (got, ref)))
+        return (float(np.abs(boxes[0] - boxes[1]).max() / np.abs(boxes[1]).max()),
+                float(np.abs(scores[0] - scores[1]).max()))
+
+    def snr(got, ref):
+        scores = [boxes_and_scores(y, end2end)[1] for y in (got, ref)]
+        return [float(v) for v in level_snr_db(scores[0][None], scores[1][None], (8, 16, 32), 1,
+                                               (args.imgsz, args.imgsz))]
+
+    parity, int8, controls = {}, {}, {}
     for name in args.formats:
         fmt, _, precision = name.partition('-')
         if precision == 'int8':  # the package's calibration on the data's images
@@ -183,15 +221,19 @@ def export_parity(args, best, image, data):
             exported = YOLO(str(best)).export(format=fmt, imgsz=args.imgsz, quantize=8, data=str(data))
         else:
             exported = YOLO(str(best)).export(format=fmt, imgsz=args.imgsz)
-        boxes, scores = boxes_and_scores(output(AutoBackend(exported, device=torch.device('cpu'), verbose=False), x),
-                                         end2end)
-        if precision == 'int8':
-            levels = level_snr_db(scores[None], ref_scores[None], (8, 16, 32), 1, (args.imgsz, args.imgsz))
-            int8[name] = [float(v) for v in levels]
-        else:
-            parity[name] = (float(np.abs(boxes - ref_boxes).max() / np.abs(ref_boxes).max()),
-                            float(np.abs(scores - ref_scores).max()))
-    return parity, int8, float(ref_scores.max())
+        backend = AutoBackend(exported, device=torch.device('cpu'), verbose=False)
+        outs = [output(backend, x) for x in xs]
+        measure = snr if precision == 'int8' else errors
+        results = [measure(o, r) for o, r in zip(outs, refs)]
+        worst = ([min(levels) for levels in zip(*results)] if precision == 'int8'
+                 else [max(values) for values in zip(*results)])
+        (int8 if precision == 'int8' else parity)[name] = worst
+        controls[name] = {bug: ([min(levels) for levels in zip(*(snr(o, r) for o, r in zip(outs, refs_bug)))]
+                                if precision == 'int8' else
+                                [max(values) for values in zip(*(errors(o, r) for o, r in zip(outs, refs_bug)))])
+                          for bug, refs_bug in broken.items()}
+    return {'parity': parity, 'int8_snr_db': int8, 'controls': controls, 'input_change': errors(refs[1], refs[0]),
+            'max_score': float(max(boxes_and_scores(r, end2end)[1].max() for r in refs))}
 
 
 def main(argv=None):
@@ -202,12 +244,15 @@ def main(argv=None):
     parser.add_argument('--formats', nargs='*', default=['onnx', 'ncnn'])
     parser.add_argument('--imgsz', type=int, default=96)
     parser.add_argument('--out', type=Path, required=True)
+    parser.add_argument('--save-result', type=Path, help='also write the result, with the command, date and '
+                        'versions, to this JSON file (scripts/results/ultralytics_parity_*.json, for the docs)')
     args = parser.parse_args(argv)
     os.environ.update({k: v for k, v in offline_env().items() if k not in os.environ})
     os.environ.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
     work = args.out.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    data, image = prepare_data(work)
+    data, images = prepare_data(work)
+    image = images[0]
     if args.weights:
         best, result = args.weights.resolve(), {}
     elif args.route and args.config:
@@ -215,8 +260,24 @@ def main(argv=None):
         result = {'best': str(best), 'epochs': epochs_logged(work), **reload_checks(args, best, data, image, work)}
     else:
         parser.error('give --route and --config, or --weights')
-    result['parity'], result['int8_snr_db'], result['max_score'] = export_parity(args, best, image, data)
+    result.update(export_parity(args, best, images, data))
     print('RESULT', json.dumps(result))
+    if args.save_result:
+        save_result(result, args.save_result, argv)
+
+
+def save_result(result, path, argv):
+    import platform
+    import time
+
+    import torch
+    import ultralytics
+    command = 'python tests/tools/ultralytics_flow.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    record = {'command': command, 'date': time.strftime('%Y-%m-%d'),
+              'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, '
+                         f'ultralytics {ultralytics.__version__}',
+              'result': {k: v for k, v in result.items() if k != 'best'}}
+    Path(path).write_text(json.dumps(record, indent=1) + '\n')
 
 
 if __name__ == '__main__':
