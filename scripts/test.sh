@@ -8,5 +8,6 @@ scripts/setup.sh
 . .venv/bin/activate
 export MNV4_REQUIRE_EDGE=${MNV4_REQUIRE_EDGE:-1}  # the TF export tests fail, not skip, without TensorFlow
 export MNV4_REQUIRE_ULTRALYTICS=${MNV4_REQUIRE_ULTRALYTICS:-1}  # and the Ultralytics-package tests without it
+export MNV4_REQUIRE_TEST_EXTRA=${MNV4_REQUIRE_TEST_EXTRA:-1}  # timm, onnx, onnxruntime: missing fails, never skips
 export YOLOV5_DIR=${YOLOV5_DIR:-$PWD/.cache/yolov5-${YOLOV5_REF:-v7.0}}
 exec python -m pytest --durations=25 "$@"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import pristine_copy
+from helpers import pristine_copy, require
 from test_apply import tree_digest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,12 +38,13 @@ def data_files(names):
 
 @pytest.fixture(scope='module')
 def dist(tmp_path_factory):
-    """`python -m build` of a copy of the checkout: the sdist, then the wheel built from that sdist."""
+    """`python -m build` of a copy of the checkout: the sdist, then the wheel built from that sdist. Without
+    isolation (the environment's setuptools builds), and pip kept off every index: nothing downloads."""
     work = tmp_path_factory.mktemp('dist')
     source = work / 'source'
     shutil.copytree(REPO, source, symlinks=True, ignore=SOURCE_IGNORE)
-    proc = subprocess.run([sys.executable, '-m', 'build', '--outdir', str(work / 'out'), str(source)],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, '-m', 'build', '--no-isolation', '--outdir', str(work / 'out'), str(source)],
+                          capture_output=True, text=True, env={**os.environ, 'PIP_NO_INDEX': '1'})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     wheel, = (work / 'out').glob('*.whl')
     sdist, = (work / 'out').glob('*.tar.gz')
@@ -130,7 +131,7 @@ for cfg in sys.argv[2:]:
 
 
 def test_installed_wheel_converts_timm_weights(installed, pristine_tree, offline, tmp_path):
-    pytest.importorskip('timm', reason='timm is in the test extra (pip install -e .[test])')
+    require('timm')
     convert = '''
 import timm, torch
 from safetensors.torch import save_file

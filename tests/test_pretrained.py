@@ -8,14 +8,14 @@ import pytest
 import torch
 import yaml
 
-from helpers import max_abs_diff, perturb_
+from helpers import max_abs_diff, perturb_, require
 from yolov5_mnv4 import MobileNetV4
 from yolov5_mnv4.convert import build_pretrained_model
 from yolov5_mnv4.pretrained import TIMM_BN_EPS
 from yolov5_mnv4.resources import VARIANT_CONFIGS, embedded_dataset
 from yolov5_mnv4.timm_weights import WeightMappingError
 
-timm = pytest.importorskip('timm', reason='timm is in the test extra (pip install -e .[test])')
+timm = require('timm')
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -7,12 +7,12 @@ attention branch against its own size; a negative control shows that the bound s
 import pytest
 import torch
 
-from helpers import max_abs_diff, peak_attention_, perturb_, relative_error, residual_branches
+from helpers import max_abs_diff, peak_attention_, perturb_, relative_error, require, residual_branches
 from yolov5_mnv4 import VARIANTS, MobileNetV4
 from yolov5_mnv4.attention import MobileMultiQueryAttention
 from yolov5_mnv4.timm_weights import WeightMappingError, convert_timm_state_dict, timm_key_map
 
-timm = pytest.importorskip('timm', reason='timm is in the test extra (pip install -e .[test])')
+timm = require('timm')
 
 BRANCH_BOUND = 1e-4  # max abs error of each attention branch over its own max (measured ~1e-6)
 CASES = [(v, 'perturbed') for v in VARIANTS] + [(v, 'peaked') for v in VARIANTS if v.startswith('hybrid')]
