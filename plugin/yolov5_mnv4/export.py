@@ -30,6 +30,7 @@ from . import __version__
 from . import runtimes
 from .convert import find_yolov5_tree
 from .parity import detection_errors
+from .resources import install_hint
 
 PROG = 'yolov5-mnv4-export'
 CALIBRATION_IMAGES = 100
@@ -261,7 +262,7 @@ def require_formats(formats, prog):
                 from .edge import import_tensorflow
                 import_tensorflow()
             except ImportError as err:
-                raise SystemExit(f'{prog}: TFLite export needs TensorFlow ({err}): pip install "yolov5-mnv4[tflite]"')
+                raise SystemExit(f'{prog}: TFLite export needs TensorFlow ({err}): {install_hint("tflite")}')
         else:
             try:
                 runtimes.require(fmt)

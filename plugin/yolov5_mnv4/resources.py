@@ -8,6 +8,7 @@ an sdist build or a zip), never through paths relative to the repository:
     data/coco8/            the embedded dataset (8 train + 4 val COCO images), for the demo
 """
 import functools
+import re
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -17,6 +18,24 @@ PACKAGE = __package__ or 'yolov5_mnv4'
 VARIANT_CONFIGS = {'conv_small': 'yolov5-mnv4-conv-s.yaml', 'conv_medium': 'yolov5-mnv4-conv-m.yaml',
                    'conv_large': 'yolov5-mnv4-conv-l.yaml', 'hybrid_medium': 'yolov5-mnv4-hybrid-m.yaml',
                    'hybrid_large': 'yolov5-mnv4-hybrid-l.yaml'}
+
+
+DISTRIBUTION = 'yolov5-mnv4'
+
+
+def install_hint(extra):
+    """A pip command that installs what `extra` adds, runnable by a user of a clone or a wheel alike:
+    the extra's packages as the installed metadata lists them (no package index holds this plugin)."""
+    from importlib import metadata
+    try:
+        requirements = metadata.requires(DISTRIBUTION) or []
+    except metadata.PackageNotFoundError:
+        requirements = []
+    marker = re.compile(rf'extra\s*==\s*["\']{re.escape(extra)}["\']')
+    packages = [r.split(';')[0].strip().replace(' ', '') for r in requirements if marker.search(r)]
+    if not packages:
+        return f"pip install '/path/to/yolov5-mnv4[{extra}]' (your clone of yolov5-mnv4, or its wheel)"
+    return 'pip install ' + ' '.join(f"'{p}'" if set(p) & set('<>=!~[') else p for p in packages)
 
 
 def _files():
@@ -29,7 +48,7 @@ def configs():
     found = {f.name: f.read_bytes() for f in folder.iterdir() if f.name.endswith('.yaml')} if folder.is_dir() else {}
     if not found:
         raise FileNotFoundError(f'no configs in {folder}: this installation of yolov5-mnv4 is incomplete '
-                                f'(reinstall it: pip install yolov5-mnv4, or pip install -e <repository>)')
+                                f'(reinstall it from your clone of yolov5-mnv4: pip install /path/to/yolov5-mnv4)')
     return dict(sorted(found.items()))
 
 

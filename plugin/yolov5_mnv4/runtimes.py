@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .resources import install_hint
+
 FORMATS = ('ncnn', 'mnn', 'executorch')
 EXTRA = {'ncnn': 'ncnn', 'mnn': 'mnn', 'executorch': 'executorch'}  # setup.cfg extra per format
 PACKAGES = {'ncnn': ('pnnx', 'ncnn'), 'mnn': ('MNN', '_tools'), 'executorch': ('executorch',)}
@@ -45,7 +47,7 @@ def require(fmt):
                 importlib.import_module(name)
         except ImportError as err:
             raise MissingRuntime(f'{fmt} needs the Python package {PACKAGES[fmt][0]} ({err}): '
-                                 f'pip install "yolov5-mnv4[{EXTRA[fmt]}]"') from None
+                                 f'{install_hint(EXTRA[fmt])}') from None
 
 
 def trace(model, im):

@@ -9,11 +9,13 @@ the same by importing `yolov5_mnv4` before it builds a model.
 import importlib.util
 import sys
 
+from .resources import install_hint
+
 
 def main(argv=None, prog='yolov5-mnv4 yolo'):
     argv = sys.argv[1:] if argv is None else list(argv)
     if importlib.util.find_spec('ultralytics') is None:
-        print(f"{prog}: the Ultralytics package is not installed (pip install 'yolov5-mnv4[ultralytics]')",
+        print(f'{prog}: the Ultralytics package is not installed ({install_hint("ultralytics")})',
               file=sys.stderr)
         return 1
     if 'ultralytics.utils' in sys.modules:  # it reads its command line (ARGV) once, on import
