@@ -1,4 +1,4 @@
-"""The blog recipe's MNv4-Conv-S detector, rebuilt for benchmarking only (reference/BLOG_RECIPE.md).
+"""The blog recipe's MNv4-Conv-S detector (the post named in the README), rebuilt for benchmarking only.
 
 Its layers differ from ours, so it is built from our blocks with the blog code's deviations put back:
 ReLU6 everywhere, no residual in any UIB, P5 taken after the classifier convs (960 then 1280, both

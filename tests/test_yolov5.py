@@ -152,7 +152,7 @@ torch.load('ckpt.pt', weights_only=False)
 def test_blog_recipe_rebuild_has_the_originals_parameter_count(yolo):
     from blog_recipe import build_blog_detector
     model = build_blog_detector(yolo)
-    assert sum(p.numel() for p in model.parameters()) == 7_771_101  # reference/BLOG_RECIPE.md
+    assert sum(p.numel() for p in model.parameters()) == 7_771_101  # the blog model before fusion (docs/benchmarks.md)
     assert not any(m.has_residual for m in model.modules() if hasattr(m, 'has_residual'))
 
 

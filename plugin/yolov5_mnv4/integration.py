@@ -62,7 +62,7 @@ class _RidesConvBranch(type):
     """parse_model learns a layer's output width only for its known modules (Conv, C3, ...), found
     with `m in {Conv, ...}`. While one of our wrapped parse_model calls runs (`_riding_conv`), classes
     of this metaclass hash and compare equal to that tree's `Conv`, so parse_model calls them as
-    `(c1, c2, *args)` and records c2 (the 'ride the Conv branch' design of reference/YOLOV5.md §1.6-B).
+    `(c1, c2, *args)` and records c2 (riding the Conv branch: docs/design.md).
     Outside those calls they are ordinary classes: nothing else (dict lookups, `in` lists elsewhere in
     YOLOv5, thop, a second YOLOv5 tree in the same process) ever sees them equal to a `Conv`.
     """

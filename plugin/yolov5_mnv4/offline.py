@@ -1,4 +1,4 @@
-"""Environment that switches off every YOLOv5 network touchpoint (reference/YOLOV5.md §2).
+"""Environment that switches off every YOLOv5 network touchpoint (fonts, default weights, dataset zips, pip).
 
     eval "$(yolov5-mnv4 offline)"     # then run train.py / val.py / detect.py / export.py
 

@@ -170,7 +170,7 @@ class TFMobileMultiQueryAttention(keras.layers.Layer):
     @staticmethod
     def attend(q, k, v):
         """softmax(q k^T) v: the two BATCH_MATMULs and the SOFTMAX that int8 exports keep in float
-        (`tflite_export.FLOAT_OPS`)."""
+        (`tflite_int8.FLOAT_OPS`)."""
         return tf.matmul(tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1), v)
 
 
