@@ -250,8 +250,10 @@ def plot(rows, size, path):
     fig.savefig(path, dpi=120)
 
 
-def time_models(yolo, yolov5, names, sizes, reps, warmup, out):
-    """Rows of params, GFLOPs at 640 and interleaved torch / ONNX Runtime latency at each size."""
+def time_models(yolo, yolov5, names, sizes, reps, warmup, out, runs=1):
+    """Rows of params, GFLOPs at 640 and interleaved torch / ONNX Runtime latency at each size: `runs`
+    runs of `reps` interleaved rounds each; per model and runtime the median of the runs' medians, the
+    median of their IQRs, and every run's median (`*_runs`), from which same-run ratios are taken."""
     import torch
     print(f'benchmark: building {len(names)} models', flush=True)
     models = {name: build(yolo, yolov5, name) for name in names}
@@ -267,12 +269,19 @@ def time_models(yolo, yolov5, names, sizes, reps, warmup, out):
         for name, m in models.items():
             runners[(name, 'torch')] = lambda m=m: m(x)
             runners[(name, 'ort')] = lambda s=sessions[name]: s.run(None, feed)
-        print(f'benchmark: timing at {size}: {warmup} warm-up + {reps} interleaved rounds', flush=True)
-        with torch.inference_mode():
-            times = interleaved(runners, reps, warmup)
-        for (name, runtime), samples in times.items():
-            median, iqr = spread(samples)
-            rows[name][f'{runtime}_{size}_ms'], rows[name][f'{runtime}_{size}_iqr'] = round(median, 1), round(iqr, 1)
+        per_run = {key: [] for key in runners}
+        for run_ in range(runs):
+            print(f'benchmark: timing at {size}, run {run_ + 1}/{runs}: {warmup} warm-up + {reps} interleaved rounds',
+                  flush=True)
+            with torch.inference_mode():
+                times = interleaved(runners, reps, warmup)
+            for key, samples in times.items():
+                per_run[key].append(spread(samples))
+        for (name, runtime), results in per_run.items():
+            medians = [round(median, 1) for median, _ in results]
+            rows[name][f'{runtime}_{size}_ms'] = round(statistics.median(medians), 1)
+            rows[name][f'{runtime}_{size}_iqr'] = round(statistics.median(iqr for _, iqr in results), 1)
+            rows[name][f'{runtime}_{size}_runs'] = medians
     return rows
 
 
@@ -331,7 +340,8 @@ def setup_run(args):
 
 def run(args):
     yolo, yolov5, out, sizes, reps, warmup = setup_run(args)
-    rows = time_models(yolo, yolov5, MODELS, sizes, reps, warmup, out)
+    runs = 1 if args.quick else args.runs
+    rows = time_models(yolo, yolov5, MODELS, sizes, reps, warmup, out, runs)
     print(f'benchmark: peak memory of one inference at {max(sizes)}', flush=True)
     memory = measure_memory(yolov5, max(sizes))
     for name in MODELS:
@@ -340,7 +350,7 @@ def run(args):
         print('benchmark: training throughput at 320 (one epoch over coco128 train, best of 2)', flush=True)
         for name, ips in training_throughput(yolo, yolov5, args.data.resolve(), ['yolov5n', 'MNv4-Conv-S']).items():
             rows[name]['train_img_s'] = round(ips, 1)
-    report(list(rows.values()), sizes, out, args)
+    report(list(rows.values()), sizes, out, args, dict(runs=runs, reps=reps, warmup=warmup))
     return 0
 
 
@@ -380,28 +390,48 @@ def machine_line():
             f'onnxruntime {__import__("onnxruntime").__version__}, {THREADS} threads')
 
 
-def report(rows, sizes, out, args):
+# The ratios the README and docs/benchmarks.md quote: (ours, the stock or recipe model it replaces)
+RATIOS = [('MNv4-Conv-S', 'yolov5n'), ('MNv4-Conv-M', 'yolov5s'), ('MNv4-Conv-S', BLOG)]
+
+
+def same_run_ratios(rows, sizes):
+    """{'<runtime>_<size>': {'<ours>/<theirs>': {'median', 'min', 'max', 'runs'}}}: each run's ratio of
+    the two models' medians (measured interleaved in that run), and their median and range over the runs."""
+    by = {r['model']: r for r in rows}
+    ratios = {}
+    for size in sizes:
+        for runtime in ('torch', 'ort'):
+            key = f'{runtime}_{size}'
+            ratios[key] = {}
+            for ours, theirs in RATIOS:
+                per_run = [round(a / b, 3) for a, b in zip(by[ours][f'{key}_runs'], by[theirs][f'{key}_runs'])]
+                ratios[key][f'{ours}/{theirs}'] = {'median': round(statistics.median(per_run), 3),
+                                                   'min': min(per_run), 'max': max(per_run), 'runs': per_run}
+    return ratios
+
+
+def report(rows, sizes, out, args, method):
     columns = latency_columns(sizes) + [f'mem_{max(sizes)}_mb'] + (['train_img_s'] if args.train else [])
     with open(out / 'benchmark.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction='ignore')
         writer.writeheader()
         writer.writerows(rows)
     machine = machine_line()
-    (out / 'benchmark.json').write_text(json.dumps({'machine': machine, 'rows': rows}, indent=1))
+    ratios = same_run_ratios(rows, sizes)
+    result = {'command': 'python scripts/benchmark.py ' + ' '.join(sys.argv[1:]), 'date': time.strftime('%Y-%m-%d'),
+              'machine': machine, 'sizes': sizes, **method, 'rows': rows, 'ratios': ratios}
+    (out / 'benchmark.json').write_text(json.dumps(result, indent=1) + '\n')
     size = max(sizes)
     plot(rows, size, out / 'latency_vs_gflops.png')
-    lines = markdown_table(rows, columns)
-    by = {r['model']: r for r in rows}
-    ratios = []
-    for runtime in ('torch', 'ort'):
-        key = f'{runtime}_{size}_ms'
-        ratios.append(f'{runtime} @{size}: Conv-S/yolov5n {by["MNv4-Conv-S"][key] / by["yolov5n"][key]:.2f} '
-                      f'(target <= 0.8), Conv-M/yolov5s {by["MNv4-Conv-M"][key] / by["yolov5s"][key]:.2f} '
-                      f'(target <= 1.0), Conv-S/blog {by["MNv4-Conv-S"][key] / by[BLOG][key]:.2f} (target < 1)')
+    lines = [f'| {k} | ' + ' | '.join(f'{name} {v["median"]:.2f} ({v["min"]:.2f}-{v["max"]:.2f})'
+                                      for name, v in pairs.items()) + ' |' for k, pairs in ratios.items()]
+    text = '\n'.join([f'{result["date"]}, {machine}; {method["runs"]} runs of {method["reps"]} interleaved rounds',
+                      *markdown_table(rows, columns), '',
+                      'same-run latency ratios, median of the runs (range):', *lines])
     if args.train:
-        ratios.append(f'training images/s at 320: MNv4-Conv-S {by["MNv4-Conv-S"]["train_img_s"]}, yolov5n '
-                      f'{by["yolov5n"]["train_img_s"]}')
-    text = '\n'.join([f'machine: {machine}', *lines, '', *ratios])
+        by = {r['model']: r for r in rows}
+        text += (f'\ntraining images/s at 320: MNv4-Conv-S {by["MNv4-Conv-S"]["train_img_s"]}, yolov5n '
+                 f'{by["yolov5n"]["train_img_s"]}')
     (out / 'benchmark.md').write_text(text + '\n')
     print('\n' + text)
     print(f'\nbenchmark: wrote {out}/benchmark.csv, benchmark.json, benchmark.md, latency_vs_gflops.png')
@@ -415,7 +445,8 @@ def main(argv=None):
     parser.add_argument('--yolov5', type=Path, default=REPO / '.cache' / 'yolov5-v7.0')
     parser.add_argument('--out', type=Path, default=REPO / 'runs' / 'benchmark')
     parser.add_argument('--quick', action='store_true', help='320 only, 5 rounds: for CI (under 2 minutes)')
-    parser.add_argument('--reps', type=int, default=20, help='timed rounds per model and runtime')
+    parser.add_argument('--reps', type=int, default=20, help='timed rounds per model and runtime in each run')
+    parser.add_argument('--runs', type=int, default=3, help='runs of --reps rounds: medians and ranges over them')
     parser.add_argument('--train', action='store_true', help='also measure training images/s at 320')
     parser.add_argument('--data', type=Path, default=REPO.parent / 'shared' / 'datasets' / 'coco128')
     parser.add_argument('--layers', nargs='+', choices=MODELS, help='only per-layer latency of these models')

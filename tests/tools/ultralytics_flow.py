@@ -273,6 +273,7 @@ def save_result(result, path, argv):
     import torch
     import ultralytics
     command = 'python tests/tools/ultralytics_flow.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    command = command.replace(f'{REPO}/', '')  # paths inside the repository as a clone has them
     record = {'command': command, 'date': time.strftime('%Y-%m-%d'),
               'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, '
                          f'ultralytics {ultralytics.__version__}',

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Write the numbers of the README and docs/ from the result files in scripts/results, so that the docs
+say what the committed results say and nothing else.
+
+A generated block in a Markdown file sits between two comments that name its result file and its
+renderer; everything between them is rewritten:
+
+    <!-- generated: benchmark.json headline -->
+    ...
+    <!-- end generated -->
+
+    python scripts/render_docs.py           # rewrite every block
+    python scripts/render_docs.py --check   # exit 1 and name the blocks that differ (tests/test_docs.py)
+"""
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / 'scripts' / 'results'
+DOCS = [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))]
+BLOCK = re.compile(r'(<!-- generated: (\S+) (\S+) -->\n)(.*?)(<!-- end generated -->)', re.S)
+NAMES = {'yolov5n': 'yolov5n (stock)', 'yolov5s': 'yolov5s (stock)', 'blog MNv4-S': "the blog recipe's MNv4-S detector",
+         'MNv4-Conv-S': 'MNv4-Conv-S (`yolov5-mnv4-conv-s.yaml`)', 'MNv4-Conv-M': 'MNv4-Conv-M (`yolov5-mnv4-conv-m.yaml`)'}
+
+
+def method_line(result):
+    return (f'`{result["command"]}`, {result["date"]}, {result["machine"]}; fused models, batch 1; each latency '
+            f'is the median over {result["runs"]} runs of the run\'s median of {result["reps"]} interleaved rounds '
+            f'(after {result["warmup"]} warm-ups)')
+
+
+def ratio_text(result, size):
+    """'Conv-S / yolov5n 0.95 (0.90-1.01) in PyTorch and ... in ONNX Runtime; ...' at `size`."""
+    parts = []
+    for pair in result['ratios'][f'torch_{size}']:
+        ours, theirs = pair.split('/')
+        each = [f'{r["median"]:.2f} ({r["min"]:.2f}-{r["max"]:.2f}) in {runtime}'
+                for runtime, r in (('PyTorch', result['ratios'][f'torch_{size}'][pair]),
+                                   ('ONNX Runtime', result['ratios'][f'ort_{size}'][pair]))]
+        parts.append(f'{ours.replace("MNv4-", "")} / {theirs}: {" and ".join(each)}')
+    return '; '.join(parts)
+
+
+def headline(result):
+    """The README's table: yolov5n, Conv-S and the blog recipe's model at 640, and the same-run ratios."""
+    rows = {r['model']: r for r in result['rows']}
+    lines = ['| model (640 px, batch 1, 2 CPU threads) | params (fused) | GFLOPs | PyTorch ms | ONNX Runtime ms |',
+             '|---|---|---|---|---|']
+    for name in ('yolov5n', 'MNv4-Conv-S', 'blog MNv4-S'):
+        r = rows[name]
+        lines.append(f'| {NAMES[name]} | {r["params"]:,} | {r["gflops_640"]:.2f} | {r["torch_640_ms"]:.1f} | '
+                     f'{r["ort_640_ms"]:.1f} |')
+    lines += ['', f'Latency ratios measured side by side in each run, median over the runs (range), at 640: '
+                  f'{ratio_text(result, 640)}.', '',
+              f'({method_line(result)}. More, and the edge runtimes, in [docs/benchmarks.md](docs/benchmarks.md).)']
+    return '\n'.join(lines) + '\n'
+
+
+def benchmark_table(result):
+    """docs/benchmarks.md: every model at every size, with the IQR, memory and training columns."""
+    sizes = result['sizes']
+    header = ['model', 'params (fused)', 'GFLOPs']
+    for size in sizes:
+        header += [f'eager {size} ms (IQR)', f'ORT {size} ms (IQR)']
+    header += [f'memory {max(sizes)} MB', 'train img/s']
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for r in result['rows']:
+        cells = [r['model'], f'{r["params"]:,}', f'{r["gflops_640"]:.2f}']
+        for size in sizes:
+            cells += [f'{r[f"{rt}_{size}_ms"]:.1f} ({r[f"{rt}_{size}_iqr"]:.1f})' for rt in ('torch', 'ort')]
+        cells += [f'{r[f"mem_{max(sizes)}_mb"]:.1f}', str(r.get('train_img_s', ''))]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    lines += ['', f'{method_line(result)}.', '']
+    lines += [f'Same-run latency ratios at {size}, median over the runs (range): {ratio_text(result, size)}.'
+              for size in sorted(sizes, reverse=True)]
+    return '\n'.join(lines) + '\n'
+
+
+def int8_attention_slowdown(text):
+    """'3.4-5.6x': the range, over the blocks timed at 640, of the full-integer block's time over the
+    same block with its attention in float (scripts/benchmark_int8_attention.py's table)."""
+    ratios = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        if len(cells) == 8 and cells[2] == '640':
+            full, float_attention, _ = (float(v) for v in cells[5].split(' / '))
+            ratios.append(full / float_attention)
+    return f'{min(ratios):.1f}-{max(ratios):.1f}x\n'
+
+
+ROUTES = {'cli': 'yolo11n-mnv4-conv-s, 1 epoch via `yolov5-mnv4 yolo train`',
+          'trainer': 'yolo26n-mnv4-conv-s, 2 epochs via `YOLO().train()`, interrupted and resumed',
+          'hybrid': 'yolo11s-mnv4-hybrid-m, perturbed, attention peaked'}
+
+
+def ultralytics_parity(records):
+    """docs/ultralytics.md: each flow's exports against PyTorch, how far its outputs move between two
+    images, the negative controls, and LiteRT int8's score SNR (tests/tools/ultralytics_flow.py)."""
+    formats = sorted({fmt for r in records.values() for fmt in r['result']['parity']},
+                     key=lambda f: (f not in ('onnx', 'ncnn', 'litert'), f))
+    lines = ['| model | ' + ' | '.join(formats) + ' | between two images | controls (smallest) |',
+             '|---|' + '---|' * (len(formats) + 2)]
+    int8 = []
+    for name, record in records.items():
+        r = record['result']
+        cells = [' / '.join(f'{v:.1e}' for v in r['parity'][f]) if f in r['parity'] else '' for f in formats]
+        fp32_controls = [max(m) for f, bugs in r['controls'].items() if f in r['parity'] for m in bugs.values()]
+        route = name.rsplit('_', 1)[-1].removesuffix('.json')
+        lines.append(f'| {ROUTES.get(route, route)} | ' + ' | '.join(cells) +
+                     f' | {r["input_change"][0]:.2g} / {r["input_change"][1]:.2g} | {min(fp32_controls):.2g} |')
+        for fmt, levels in r['int8_snr_db'].items():
+            bugs = ', '.join(f'{bug} {" / ".join(f"{v:.1f}" for v in m)}' for bug, m in r['controls'][fmt].items())
+            int8.append(f'{fmt} on {ROUTES.get(route, route).split(",")[0]}: score SNR per level (P3 / P4 / P5) '
+                        f'{" / ".join(f"{v:.1f}" for v in levels)} dB; against the PyTorch model with a bug: {bugs} dB')
+    lines += ['', *[f'- {line}.' for line in int8], '']
+    dates = sorted({f'`{r["command"]}` ({r["date"]}, {r["machine"]})' for r in records.values()})
+    lines += ['From ' + '; '.join(dates) + '.']
+    return '\n'.join(lines) + '\n'
+
+
+RENDERERS = {'headline': headline, 'parity': ultralytics_parity, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
+
+
+def rendered(text):
+    """`text` with every generated block rewritten from its result file."""
+    def replace(match):
+        start, source, renderer, _, end = match.groups()
+        if '*' in source:  # every matching JSON file, by name
+            data = {f.name: json.loads(f.read_text()) for f in sorted(RESULTS.glob(source))}
+        else:
+            text = (RESULTS / source).read_text()
+            data = json.loads(text) if source.endswith('.json') else text
+        return start + RENDERERS[renderer](data) + end
+    return BLOCK.sub(replace, text)
+
+
+def stale_blocks():
+    """[(file, block) of every generated block whose text differs from what its result file gives]."""
+    stale = []
+    for path in DOCS:
+        text = path.read_text()
+        new = rendered(text)
+        if new != text:
+            old_blocks, new_blocks = BLOCK.findall(text), BLOCK.findall(new)
+            stale += [(path.relative_to(REPO), f'{a[1]} {a[2]}') for a, b in zip(old_blocks, new_blocks) if a != b]
+    return stale
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--check', action='store_true', help='change nothing; exit 1 if a block is out of date')
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_blocks()
+        for path, block in stale:
+            print(f'{path}: the block "{block}" differs from scripts/results (python scripts/render_docs.py)')
+        return 1 if stale else 0
+    for path in DOCS:
+        text = path.read_text()
+        if rendered(text) != text:
+            path.write_text(rendered(text))
+            print(f'render_docs: rewrote {path.relative_to(REPO)}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
