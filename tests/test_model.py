@@ -319,11 +319,16 @@ def test_bf16_autocast_forward_and_backward_keep_the_autocast_dtype(variant):
 
 
 def test_hybrid_backward_equals_the_explicit_attention(monkeypatch):
-    """Gradients through the fused SDPA path equal those through plain matmuls, for every parameter."""
+    """Gradients through the fused SDPA path equal those through plain matmuls, for every parameter.
+
+    In float64, where CPU SDPA runs the same fused flash kernel forward and backward: in float32 the
+    train-mode BatchNorms' backward cancels most of each gradient, so rounding decides the rest
+    (measured 5.9e-3 of the gradient norm apart on a 2-vCPU AMD EPYC with AVX-512, under 1e-4 on
+    others), where float64 agrees to 2e-14."""
     from yolov5_mnv4 import attention
     torch.manual_seed(0)
-    model = perturb_(MobileNetV4('hybrid_medium')).train()
-    x = torch.randn(2, 3, 64, 96)
+    model = perturb_(MobileNetV4('hybrid_medium')).train().double()
+    x = torch.randn(2, 3, 64, 96).double()
 
     def grads():
         model.zero_grad()
@@ -336,9 +341,9 @@ def test_hybrid_backward_equals_the_explicit_attention(monkeypatch):
     attn = [n for n in fused if '.query.' in n or '.key.' in n or '.value.' in n]
     assert attn and all(fused[n].abs().max() > 0 for n in attn)  # the attention parameters do learn
     a, b = (torch.cat([g[n].flatten() for n in fused]) for g in (fused, explicit))
-    assert (a - b).norm() <= 1e-4 * a.norm()  # train-mode BN leaves some gradients at rounding noise
+    assert (a - b).norm() <= 1e-10 * a.norm()
     for n in attn:
-        assert (fused[n] - explicit[n]).abs().max() <= 1e-3 * fused[n].abs().max(), n
+        assert (fused[n] - explicit[n]).abs().max() <= 1e-10 * fused[n].abs().max(), n
 
 
 def test_sdpa_sees_one_head_on_both_sides_and_equals_the_explicit_form(monkeypatch):
