@@ -90,3 +90,29 @@ def test_other_variant_is_refused_naming_both():
     reference = timm.create_model('mobilenetv4_conv_medium', pretrained=False)
     with pytest.raises(WeightMappingError, match=r'hybrid_medium.*looks like conv_medium'):
         convert_timm_state_dict(reference.state_dict(), MobileNetV4('hybrid_medium'))
+
+
+@pytest.mark.parametrize('name', ['hybrid_medium', 'hybrid_large'])
+def test_a_fresh_hybrid_carries_its_signal_in_train_mode(name):
+    """From scratch, every returned stage's output has an O(1) scale (timm's layer scale init, 1e-5 on
+    every block, gave 1.4e-5 to 3.7e-5 from /8 on: scripts/results/hybrid_init.md); the residual
+    branches and the attention keep timm's 1e-5; loading timm's weights replaces all of them (the
+    equality tests above)."""
+    from yolov5_mnv4.attention import MobileMultiQueryAttention
+    from yolov5_mnv4.blocks import UniversalInvertedBottleneck
+    from yolov5_mnv4.layers import LayerScale
+    torch.manual_seed(0)
+    model = MobileNetV4(name).train()
+    x = torch.randn(8, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    stds = []
+    with torch.no_grad():
+        for stage in model.stages:
+            x = stage(x)
+            stds.append(float(x.std()))
+    print(f'{name}: stage output std {[f"{s:.2g}" for s in stds]}')
+    assert all(0.3 < s < 10 for s in stds), stds
+    for m in model.modules():
+        if isinstance(m, (UniversalInvertedBottleneck, MobileMultiQueryAttention)):
+            assert isinstance(m.layer_scale, LayerScale)
+            residual = getattr(m, 'has_residual', True)  # attention always adds to its input
+            assert torch.all(m.layer_scale.gamma == (1e-5 if residual else 1.0)), m

@@ -43,11 +43,12 @@ ROWS = {'MobileNetV4ConvSmall': 'conv_small', 'MobileNetV4ConvMedium': 'conv_med
 # at this size, so only the fp32 bounds catch that one (INT8_CAUGHT).
 INT8_SNR_DB = (15.0, 14.0, 8.0)
 INT8_CAUGHT = ('same-padding',)
-FUSE_BOUND = 1e-4  # fused against unfused: boxes relative to the largest coordinate, scores absolute
-# With peaked attention the deeper YOLO11s head amplifies the float32 rounding of the folded weights:
-# measured 4.7e-5 boxes, 2.2e-4 scores (the same folds made in float64 agree to 1e-9 in every layer);
-# the wrong query fold of the control moves the scores by 0.27.
-PEAKED_FUSE_BOUND = 1e-3
+# Fused against unfused: boxes relative to the largest coordinate, scores absolute. With BatchNorm
+# statistics of real images the package's deeper heads amplify the float32 rounding of the folded
+# weights in the scores: measured up to 1.05e-4 (yolo11s-mnv4-conv-m) and, with peaked attention,
+# 2.2e-4 (YOLO11s-Hybrid-M; boxes 4.7e-5; the same folds made in float64 agree to 1e-9 in every
+# layer). The wrong query fold of the control moves the scores by 0.27 and more.
+FUSE_BOUND = (1e-4, 1e-3)
 # The exports of that model against PyTorch, as rounding goes the same way: measured 1.6e-5 to 4.3e-5
 # boxes, 5.7e-5 to 2.2e-4 scores over three runs; the controls' deliberate bugs move them by 0.5 and more.
 PEAKED_PARITY_BOUND = 1e-3
@@ -102,7 +103,7 @@ def test_shipped_config_builds_by_name_and_fuses_every_norm(tasks, config, tmp_p
     norms = [m for s in model.model[:5] for m in s.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     kv_strided = sum(1 for stage in variant.stages for row in stage if getattr(row, 'kv_stride', 1) > 1)
     assert len(norms) == kv_strided  # only attention norms that also feed strided downsamplers stay
-    assert max(output_errors(after, before, channels_first=True)) < FUSE_BOUND
+    assert all(e < b for e, b in zip(output_errors(after, before, channels_first=True), FUSE_BOUND))
     params = sum(p.numel() for p in YOLO(config).model.parameters())
     print(f'{config}: {params:,} parameters')
 
@@ -120,15 +121,15 @@ def test_fuse_keeps_outputs_with_peaked_attention(tasks):
         return m.fuse(verbose=False)
 
     (unfused, _), (fused, _) = unfused_and_fused(model, x, fuse)
-    assert_input_dependent(unfused, PEAKED_FUSE_BOUND, 'yolo11s-mnv4-hybrid-m', channels_first=True)
+    assert_input_dependent(unfused, FUSE_BOUND, 'yolo11s-mnv4-hybrid-m', channels_first=True)
     errors = output_errors(fused, unfused, channels_first=True)
     with folding_the_query_without_shift():
         _, (wrong, _) = unfused_and_fused(model, x, fuse)
     control = output_errors(wrong, unfused, channels_first=True)
     print(f'fused: boxes {errors[0]:.2g}, scores {errors[1]:.2g}; query folded without shift: boxes {control[0]:.2g}, '
-          f'scores {control[1]:.2g} (bound {PEAKED_FUSE_BOUND:g})')
-    assert max(errors) < PEAKED_FUSE_BOUND
-    assert max(control) > 10 * PEAKED_FUSE_BOUND
+          f'scores {control[1]:.2g} (bounds {FUSE_BOUND})')
+    assert all(e < b for e, b in zip(errors, FUSE_BOUND))
+    assert all(c > 10 * b for c, b in zip(control, FUSE_BOUND))
 
 
 def test_pretrained_timm_weights_survive_initialize_weights(tasks, tmp_path):
@@ -152,6 +153,22 @@ def test_pretrained_timm_weights_survive_initialize_weights(tasks, tmp_path):
             x = stage(x)
             taps.append(x)
     assert max_abs_diff(expected, taps[1:]) < 1e-5
+
+
+def test_a_fresh_hybrid_detector_keeps_the_signal_init(tasks):
+    """The package's initialize_weights leaves the layer scales as the backbone built them: 1.0 on UIBs
+    without a residual, 1e-5 on residual branches (scripts/results/hybrid_init.md), so a hybrid
+    trained from scratch in the package starts with O(1) stage outputs too."""
+    from ultralytics import YOLO
+    from yolov5_mnv4.blocks import UniversalInvertedBottleneck
+    model = YOLO('yolo11s-mnv4-hybrid-m.yaml').model.train()
+    uibs = [m for m in model.model[:5].modules() if isinstance(m, UniversalInvertedBottleneck)]
+    assert all(torch.all(m.layer_scale.gamma == (1e-5 if m.has_residual else 1.0)) for m in uibs)
+    x = torch.randn(4, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for stage in model.model[:5]:
+            x = stage(x)
+            assert 0.3 < float(x.std()) < 10, float(x.std())
 
 
 def test_misspelled_row_is_refused_with_a_suggestion(tasks):

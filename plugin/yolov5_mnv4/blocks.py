@@ -42,8 +42,16 @@ class UniversalInvertedBottleneck(nn.Module):
         self.dw_mid = (ConvBNAct(hidden, hidden, kernel=mid_kernel, stride=stride, groups=hidden, act_layer=act_layer)
                        if mid_kernel else nn.Identity())
         self.pw_proj = ConvBNAct(hidden, c_out)
-        self.layer_scale = LayerScale(c_out, layer_scale) if layer_scale else nn.Identity()
         self.has_residual = stride == 1 and c_in == c_out
+        # Without a residual the scale multiplies the whole signal: timm's 1e-5 there leaves a model
+        # trained from scratch with stage outputs of 1e-5 that the next BatchNorm cannot renormalize (its
+        # eps dominates), and its backbone barely learns (docs/design.md). There it starts at 1.0, a
+        # per-channel factor after the projection's BatchNorm; residual branches keep `layer_scale`.
+        # Loaded weights (timm's, a checkpoint's) replace either.
+        if layer_scale:
+            self.layer_scale = LayerScale(c_out, layer_scale if self.has_residual else 1.0)
+        else:
+            self.layer_scale = nn.Identity()
         self.drop_path = drop_path_or_identity(drop_path if self.has_residual else 0.0)
 
     def forward(self, x):
