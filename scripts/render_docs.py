@@ -121,7 +121,27 @@ def ultralytics_parity(records):
     return '\n'.join(lines) + '\n'
 
 
-RENDERERS = {'headline': headline, 'parity': ultralytics_parity, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
+def first_table(text):
+    """The first Markdown table of a result file, as the command wrote it."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith('|'))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith('|')), len(lines))
+    return '\n'.join(lines[start:end]) + '\n'
+
+
+def tables(text):
+    """Every Markdown table of a result file, as the command wrote them, a blank line between."""
+    found, current = [], []
+    for line in text.splitlines() + ['']:
+        if line.startswith('|'):
+            current.append(line)
+        elif current:
+            found.append('\n'.join(current))
+            current = []
+    return '\n\n'.join(found) + '\n'
+
+
+RENDERERS = {'headline': headline, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
 
 
 def rendered(text):
