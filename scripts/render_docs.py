@@ -141,7 +141,18 @@ def tables(text):
     return '\n\n'.join(found) + '\n'
 
 
-RENDERERS = {'headline': headline, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
+def conv_s_twins(text):
+    """'0.90-0.96x their latency in ONNX Runtime, OpenVINO and NCNN (1.03-1.04x in LiteRT int8': the
+    range of the Conv-S twins' ratios to yolo11n and yolo26n (scripts/benchmark_ultralytics.py's table)."""
+    rows = [[c.strip() for c in line.strip('|').split('|')] for line in text.splitlines()
+            if line.startswith('|') and 'mnv4-conv-s /' in line]
+    float_runtimes = [float(v) for r in rows for v in r[2:6]]
+    litert = [float(r[6]) for r in rows]
+    return (f'{min(float_runtimes):.2f}-{max(float_runtimes):.2f}x their latency in ONNX Runtime, OpenVINO and\n'
+            f'NCNN ({min(litert):.2f}-{max(litert):.2f}x in LiteRT int8\n')
+
+
+RENDERERS = {'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
 
 
 def rendered(text):
