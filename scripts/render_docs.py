@@ -191,8 +191,9 @@ def main(argv=None):
         return 1 if stale else 0
     for path in DOCS:
         text = path.read_text()
-        if rendered(text) != text:
-            path.write_text(rendered(text))
+        new = rendered(text)
+        if new != text:
+            path.write_text(new)
             print(f'render_docs: rewrote {path.relative_to(REPO)}')
     return 0
 

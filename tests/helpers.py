@@ -78,6 +78,18 @@ def calibrate_batchnorm_(model, x, seed=0):
     return model.eval()
 
 
+def input_dependent_(model, size, seed=0, peak=True):
+    """`model` (in place, eval mode after) with outputs that depend on the image: BatchNorm statistics of
+    the 8 embedded train images at size x size (`calibrate_batchnorm_`) and, with `peak` and where it
+    has attention, its attention peaked on the first of them (`peak_attention_`)."""
+    from yolov5_mnv4.attention import MobileMultiQueryAttention
+    x = real_images(size, 8, 'train2017')
+    calibrate_batchnorm_(model, x, seed)
+    if peak and any(isinstance(m, MobileMultiQueryAttention) for m in model.modules()):
+        peak_attention_(model, x[:1])
+    return model.eval()
+
+
 PEAKED_SPREAD = 4.0
 
 
@@ -154,20 +166,16 @@ def real_images(size, count, split='val2017'):
     return torch.from_numpy(np.concatenate([letterboxed(f, size) for f in files]))
 
 
-def split_outputs(y, channels_first=False):
-    """(boxes, scores) of a detector output as float64 arrays: YOLOv5's (N, anchors, 4 + 1 + classes),
-    or with `channels_first` the Ultralytics package's (N, 4 + classes, anchors)."""
-    y = np.asarray(y.detach().numpy() if isinstance(y, torch.Tensor) else y, np.float64)
-    if channels_first:
-        y = y.transpose(0, 2, 1)
-    return y[..., :4], y[..., 4:]
-
-
 def output_errors(got, ref, channels_first=False):
-    """(largest box error / largest box coordinate, largest score error): each part on its own scale,
-    so that at 160 px a score cannot hide under the size of a box coordinate."""
-    (gb, gs), (rb, rs) = split_outputs(got, channels_first), split_outputs(ref, channels_first)
-    return float(np.abs(gb - rb).max() / np.abs(rb).max()), float(np.abs(gs - rs).max())
+    """parity.detection_errors (largest box error / largest box coordinate, largest score error: each
+    part on its own scale, so that at 160 px a score cannot hide under the size of a box coordinate) of
+    two detector outputs, tensors or arrays: YOLOv5's (N, anchors, 4 + 1 + classes), or with
+    `channels_first` the Ultralytics package's (N, 4 + classes, anchors)."""
+    from yolov5_mnv4.parity import detection_errors
+    got, ref = (np.asarray(y.detach() if isinstance(y, torch.Tensor) else y, np.float64) for y in (got, ref))
+    if channels_first:
+        got, ref = got.transpose(0, 2, 1), ref.transpose(0, 2, 1)
+    return detection_errors(got, ref)
 
 
 def assert_input_dependent(outputs, bound, what='', channels_first=False):
@@ -232,6 +240,16 @@ def unfused_and_fused(model, x, fuse=lambda m: m.fuse()):
     return model(x), fuse(copy.deepcopy(model)).eval()(x)
 
 
+def fusion_and_wrong_fold(model, x, measure, fuse=lambda m: m.fuse()):
+    """The fusion check and its negative control: (`model`'s outputs on x, measure(fused copy's outputs,
+    them), measure(outputs of a copy fused with folding_the_query_without_shift, them)). The model stays
+    unfused."""
+    unfused, fused = unfused_and_fused(model, x, fuse)
+    with folding_the_query_without_shift():
+        _, wrong = unfused_and_fused(model, x, fuse)
+    return unfused, measure(fused, unfused), measure(wrong, unfused)
+
+
 def max_abs_diff(a, b):
     return max((x - y).abs().max().item() for x, y in zip(a, b))
 
@@ -261,11 +279,7 @@ def save_detector_checkpoint(yolo, cfg, path, nc=80, seed=0, peaked_at=None):
     with keeping_default_act(yolo):
         torch.manual_seed(seed)
         model = yolo.DetectionModel(str(cfg), nc=nc)
-    perturb_(model, seed)
-    x = real_images(peaked_at or 160, 8, 'train2017')
-    calibrate_batchnorm_(model, x, seed)
-    if peaked_at:
-        peak_attention_(model, x[:1])
+    input_dependent_(perturb_(model, seed), peaked_at or 160, seed, peak=bool(peaked_at))
     model.nc, model.names = nc, {i: f'class{i}' for i in range(nc)}
     return write_checkpoint(model, path)
 

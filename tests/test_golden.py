@@ -72,13 +72,14 @@ def test_what_the_loaded_convs_compute_is_unchanged(yolo, unpacked, key):
     those outputs on real images: a change in what any loaded conv, block or attention computes shows."""
     from models.experimental import attempt_load
     model = input_dependent(attempt_load(str(unpacked[key]), device='cpu', fuse=False)).fuse().eval()
+    images = real_images(IMG, 2)
     with torch.no_grad():
-        output = model(real_images(IMG, 2))[0]
+        output = model(images)[0]
     assert_input_dependent(output, 1e-4, f'golden {key}, made input-dependent')
     stored = torch.load(input_dependent_outputs_path(key), weights_only=True)['output']
     errors = output_errors(output, stored)
     with torch.no_grad():  # control: the same model without its last UIB residual
-        broken = drop_residuals_(model, -1)[0](real_images(IMG, 2))[0]
+        broken = drop_residuals_(model, -1)[0](images)[0]
     control = output_errors(broken, stored)
     print(f'golden {key}: boxes {errors[0]:.2g}, scores {errors[1]:.2g} from the stored outputs; without the last '
           f'residual {control[0]:.2g}, {control[1]:.2g}')

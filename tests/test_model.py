@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from helpers import (calibrate_batchnorm_, folding_the_query_without_shift, max_abs_diff, peak_attention_, perturb_,
-                     real_images, relative_error, require, residual_branches, unfused_and_fused)
+from helpers import (calibrate_batchnorm_, fusion_and_wrong_fold, max_abs_diff, peak_attention_, perturb_, real_images,
+                     relative_error, require, residual_branches)
 from yolov5_mnv4 import VARIANTS, MobileNetV4
 from yolov5_mnv4.attention import MobileMultiQueryAttention
 from yolov5_mnv4.blocks import UniversalInvertedBottleneck
@@ -139,12 +139,8 @@ def test_fuse_keeps_features_with_peaked_attention(name):
     features of the perturbed-only model with random input, which test_fuse_folds_every_foldable_bn_...
     uses, by 3e-7 only)."""
     model, x = peaked_hybrid(name)
-    unfused, fused = unfused_and_fused(model, x)
+    unfused, error, control = fusion_and_wrong_fold(model, x, worst_feature_error)
     between_images = worst_feature_error(unfused[-1][1:2], unfused[-1][:1])
-    error = worst_feature_error(fused, unfused)
-    with folding_the_query_without_shift():
-        _, wrong = unfused_and_fused(model, x)
-    control = worst_feature_error(wrong, unfused)
     print(f'{name}: fused {error:.2g} (bound {FUSE_BOUND:g}); query folded without shift {control:.2g}; '
           f'/32 features move {between_images:.2g} between two images')
     assert between_images > 0.1

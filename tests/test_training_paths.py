@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
-from helpers import (assert_input_dependent, calibrate_batchnorm_, folding_the_query_without_shift, output_errors,
-                     peak_attention_, perturb_, real_images, require, unfused_and_fused)
+from helpers import (assert_input_dependent, calibrate_batchnorm_, fusion_and_wrong_fold, output_errors, peak_attention_,
+                     perturb_, real_images, require)
 from test_yolov5 import _run
 from yolov5_mnv4.integration import MobileNetV4Stage
 
@@ -67,12 +67,8 @@ def test_yolov5_fuse_keeps_outputs_with_peaked_attention(yolo):
     x = real_images(128, 4)
     model = calibrate_batchnorm_(perturb_(yolo.DetectionModel(str(HYBRID_M))), x)
     peak_attention_(model, x[:1])
-    (unfused, _), (fused, _) = unfused_and_fused(model, x)
+    (unfused, _), errors, control = fusion_and_wrong_fold(model, x, lambda a, b: output_errors(a[0], b[0]))
     assert_input_dependent(unfused, PARITY_BOUND, 'Hybrid-M (YOLOv5)')
-    errors = output_errors(fused, unfused)
-    with folding_the_query_without_shift():
-        _, (wrong, _) = unfused_and_fused(model, x)
-    control = output_errors(wrong, unfused)
     print(f'fused: boxes {errors[0]:.2g}, scores {errors[1]:.2g}; query folded without shift: boxes {control[0]:.2g}, '
           f'scores {control[1]:.2g} (bound {PARITY_BOUND:g})')
     assert max(errors) < PARITY_BOUND

@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import (INPUT_DEPENDENCE, assert_input_dependent, calibrate_batchnorm_, folding_the_query_without_shift,
-                     max_abs_diff, output_errors, peak_attention_, perturb_, real_images, relative_error, require,
-                     run_side_by_side, unfused_and_fused)
+from helpers import (INPUT_DEPENDENCE, assert_input_dependent, calibrate_batchnorm_, fusion_and_wrong_fold, max_abs_diff,
+                     output_errors, peak_attention_, perturb_, real_images, relative_error, require, run_side_by_side)
 
 REPO = Path(__file__).resolve().parents[1]
 if os.environ.get('MNV4_REQUIRE_ULTRALYTICS') == '1':
@@ -117,15 +116,9 @@ def test_fuse_keeps_outputs_with_peaked_attention(tasks):
     model = calibrate_batchnorm_(perturb_(YOLO('yolo11s-mnv4-hybrid-m.yaml').model, seed=2), x)
     peak_attention_(model, x[:1])
 
-    def fuse(m):
-        return m.fuse(verbose=False)
-
-    (unfused, _), (fused, _) = unfused_and_fused(model, x, fuse)
+    (unfused, _), errors, control = fusion_and_wrong_fold(
+        model, x, lambda a, b: output_errors(a[0], b[0], channels_first=True), lambda m: m.fuse(verbose=False))
     assert_input_dependent(unfused, FUSE_BOUND, 'yolo11s-mnv4-hybrid-m', channels_first=True)
-    errors = output_errors(fused, unfused, channels_first=True)
-    with folding_the_query_without_shift():
-        _, (wrong, _) = unfused_and_fused(model, x, fuse)
-    control = output_errors(wrong, unfused, channels_first=True)
     print(f'fused: boxes {errors[0]:.2g}, scores {errors[1]:.2g}; query folded without shift: boxes {control[0]:.2g}, '
           f'scores {control[1]:.2g} (bounds {FUSE_BOUND})')
     assert all(e < b for e, b in zip(errors, FUSE_BOUND))

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for helpers when run as a script
-from helpers import calibrate_batchnorm_, peak_attention_, perturb_, real_images, write_checkpoint  # noqa: E402
+from helpers import input_dependent_, perturb_, real_images, write_checkpoint  # noqa: E402
 from yolov5_mnv4.demo import write_data_yaml  # noqa: E402
 from yolov5_mnv4.offline import offline_env  # noqa: E402
 from yolov5_mnv4.resources import embedded_dataset  # noqa: E402
@@ -51,12 +51,7 @@ def input_dependent(model):
     """The unfused golden `model` with outputs that depend on the image, deterministically (in place):
     norms, biases and layer scales perturbed (seed 0), BatchNorm statistics of the 8 embedded train
     images at IMG, attention peaked on the first; its conv weights stay the checkpoint's. Eval mode."""
-    from yolov5_mnv4.attention import MobileMultiQueryAttention
-    x = real_images(IMG, 8, 'train2017')
-    calibrate_batchnorm_(perturb_(model, 0), x, 0)
-    if any(isinstance(m, MobileMultiQueryAttention) for m in model.modules()):
-        peak_attention_(model, x[:1])
-    return model.eval()
+    return input_dependent_(perturb_(model, 0), IMG, 0)
 
 
 def input_dependent_outputs_path(key):

@@ -52,12 +52,10 @@ from pathlib import Path
 sys.path.insert(0, {str(TESTS)!r})
 import numpy as np, onnxruntime as ort, torch
 import export
-from helpers import assert_input_dependent, calibrate_batchnorm_, output_errors, real_images
+from helpers import assert_input_dependent, input_dependent_, output_errors, real_images, write_checkpoint
 best, img, bound = Path(sys.argv[1]), int(sys.argv[2]), {ONNX_BOUND!r}
 model = torch.load(best, map_location='cpu', weights_only=False)['model'].float()
-calibrate_batchnorm_(model, real_images(img, 8, 'train2017'))
-calibrated = best.with_name(best.stem + '-calibrated.pt')
-torch.save({{'model': model.half(), 'epoch': -1}}, calibrated)
+calibrated = write_checkpoint(input_dependent_(model, img, peak=False), best.with_name(best.stem + '-calibrated.pt'))
 export.run(weights=str(calibrated), imgsz=(img, img), include=('onnx',), device='cpu')
 model = torch.load(calibrated, map_location='cpu', weights_only=False)['model'].float().fuse().eval()
 x = real_images(img, 2)

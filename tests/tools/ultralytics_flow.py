@@ -24,8 +24,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / 'tests'))  # helpers, when run as a script
-from helpers import (calibrate_batchnorm_, drop_residuals_, letterboxed, peak_attention_, real_images,  # noqa: E402
-                     same_padding_)
+from helpers import drop_residuals_, input_dependent_, letterboxed, real_images, same_padding_  # noqa: E402
 
 SAFE_ENV = {'ULTRALYTICS_SAFE_LOAD': '1'}
 
@@ -133,7 +132,6 @@ def boxes_and_scores(y, end2end):
     return (y[:, :4], y[:, 4:5]) if end2end else (y[:4].T, y[4:].T)
 
 
-CALIBRATION_IMAGES = 8  # the embedded train images
 # Deliberate bugs for the negative controls: the fused PyTorch model with one of them is what a broken
 # export would compute; each export is compared with it as with the right model.
 BUGS = {'same-padding': same_padding_, 'last-residual': lambda m: drop_residuals_(m, -1)}
@@ -147,20 +145,16 @@ def prepared_copy(best, path, imgsz):
     are compared where the sigmoid is steep, as a trained model's are, and not where every score
     rounds to the same tiny value (a 1-epoch model's) or to 1."""
     import torch
-    from yolov5_mnv4.attention import MobileMultiQueryAttention
     ckpt = torch.load(best, map_location='cpu', weights_only=False)
-    model = ckpt['model'].float()
-    images = real_images(imgsz, CALIBRATION_IMAGES, 'train2017')
-    calibrate_batchnorm_(model, images)
-    if any(isinstance(m, MobileMultiQueryAttention) for m in model.modules()):
-        peak_attention_(model, images[:1])
+    model = input_dependent_(ckpt['model'].float(), imgsz)
+    images = real_images(imgsz, 8, 'train2017')  # what input_dependent_ calibrated on
     detect = model.model[-1]
     logits = [seq[-1] for branch in (detect.cv3, getattr(detect, 'one2one_cv3', None) or []) for seq in branch]
     means = {}
     hooks = [conv.register_forward_hook(lambda m, args, out: means.__setitem__(m, out.mean((0, 2, 3))))
              for conv in logits]
     with torch.no_grad():
-        model.eval()(images)
+        model(images)
         for conv, mean in means.items():
             conv.bias -= mean
     for hook in hooks:
@@ -223,15 +217,13 @@ def export_parity(args, best, images, data):
             exported = YOLO(str(best)).export(format=fmt, imgsz=args.imgsz)
         backend = AutoBackend(exported, device=torch.device('cpu'), verbose=False)
         outs = [output(backend, x) for x in xs]
-        measure = snr if precision == 'int8' else errors
-        results = [measure(o, r) for o, r in zip(outs, refs)]
-        worst = ([min(levels) for levels in zip(*results)] if precision == 'int8'
-                 else [max(values) for values in zip(*results)])
-        (int8 if precision == 'int8' else parity)[name] = worst
-        controls[name] = {bug: ([min(levels) for levels in zip(*(snr(o, r) for o, r in zip(outs, refs_bug)))]
-                                if precision == 'int8' else
-                                [max(values) for values in zip(*(errors(o, r) for o, r in zip(outs, refs_bug)))])
-                          for bug, refs_bug in broken.items()}
+
+        def worst(against):  # over the images: the lowest SNR per level, or the largest errors
+            results = zip(*((snr if precision == 'int8' else errors)(o, r) for o, r in zip(outs, against)))
+            return [min(v) if precision == 'int8' else max(v) for v in results]
+
+        (int8 if precision == 'int8' else parity)[name] = worst(refs)
+        controls[name] = {bug: worst(refs_bug) for bug, refs_bug in broken.items()}
     return {'parity': parity, 'int8_snr_db': int8, 'controls': controls, 'input_change': errors(refs[1], refs[0]),
             'max_score': float(max(boxes_and_scores(r, end2end)[1].max() for r in refs))}
 
