@@ -482,8 +482,12 @@ def test_edgetpu_fails_only_for_want_of_its_compiler(int8_export):
 # weak model: mAP50 0.004 on coco128 val). val.py letterboxes PyTorch's batches to rectangles and an
 # export's to squares, so even the fp32 SavedModel sees slightly different pixels: measured 2026-12-07
 # on coco128, PyTorch 0.646 / 0.00358 / 0.00435 / 0.00203, SavedModel 0.645 / 0.00333 / 0.00378 /
-# 0.00182 (within 0.001 of each), TFLite int8 mAP50 0.00283 (0.65 of PyTorch's).
-VAL_FP32_TOLERANCE = 0.002
+# 0.00182 (within 0.001 of each), TFLite int8 mAP50 0.00283 (0.65 of PyTorch's); on the shipped coco64
+# (no ../shared), PyTorch 0.713 / 0.00709 / 0.00557 / 0.00163, SavedModel 0.731 / 0.00602 / 0.0047 /
+# 0.00133 (R and the mAPs within 0.0011), int8 mAP50 0.00428 (0.77). P, taken at the confidence of the
+# best F1, moves with the few boxes near that threshold on this weak model: 0.018 apart on coco64.
+VAL_FP32_P_TOLERANCE = 0.03
+VAL_FP32_TOLERANCE = 0.002  # R, mAP50, mAP50-95
 VAL_INT8_KEEPS = 0.5  # int8 mAP50 / PyTorch mAP50, at least
 
 
@@ -512,7 +516,8 @@ def test_stock_val_and_detect_run_the_tf_exports(int8_export, yolov5_dir, offlin
     assert torch_metrics[2] > 0, 'the trained model should find something: a zero mAP compares nothing'
     # fp32 SavedModel: the same detections, so the same metrics to val.py's printed 3 decimals (and a
     # threshold tie or two)
-    assert all(abs(a - b) <= VAL_FP32_TOLERANCE for a, b in zip(metrics['SavedModel'], torch_metrics)), metrics
+    assert abs(metrics['SavedModel'][0] - torch_metrics[0]) <= VAL_FP32_P_TOLERANCE, metrics
+    assert all(abs(a - b) <= VAL_FP32_TOLERANCE for a, b in zip(metrics['SavedModel'][1:], torch_metrics[1:])), metrics
     # int8: what export.py --int8 keeps of the fp32 mAP50 (measured in the note beside the bound)
     assert metrics['TFLite int8'][2] >= VAL_INT8_KEEPS * torch_metrics[2], metrics
     for i, (rc, log) in enumerate(results[len(vals):]):
