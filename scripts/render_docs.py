@@ -152,7 +152,40 @@ def conv_s_twins(text):
             f'NCNN ({min(litert):.2f}-{max(litert):.2f}x in LiteRT int8\n')
 
 
-RENDERERS = {'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
+# The README's config table: which configs share a row, and what their backbone and head are.
+CONFIG_ROWS = [
+    ('`yolov5_mobilenetv4.yaml`', ['yolov5_mobilenetv4.yaml'], 'Conv-S', "the blog's (width 0.5)"),
+    ('`yolov5-mnv4-conv-s.yaml`', ['yolov5-mnv4-conv-s.yaml'], 'Conv-S', "yolov5n's (width 0.25)"),
+    ('`yolov5-mnv4-conv-m.yaml`', ['yolov5-mnv4-conv-m.yaml'], 'Conv-M', "yolov5s's (width 0.5)"),
+    ('`yolov5-mnv4-hybrid-m.yaml`', ['yolov5-mnv4-hybrid-m.yaml'], 'Hybrid-M', "yolov5s's"),
+    ('`yolov5-mnv4-conv-l.yaml`', ['yolov5-mnv4-conv-l.yaml'], 'Conv-L', "yolov5s's"),
+    ('`yolov5-mnv4-hybrid-l.yaml`', ['yolov5-mnv4-hybrid-l.yaml'], 'Hybrid-L', "yolov5s's"),
+    ('`yolov5-mnv4-conv-s-relu.yaml`, `-conv-m-relu`', ['yolov5-mnv4-conv-s-relu.yaml', 'yolov5-mnv4-conv-m-relu.yaml'],
+     'Conv-S, Conv-M', 'all ReLU: faster in OpenVINO int8 (not in TFLite or MNN int8; docs/benchmarks.md)'),
+    ('`yolov5-mnv4-<variant>-seg.yaml` (S / M / Hybrid-M / L / Hybrid-L)',
+     [f'yolov5-mnv4-{v}-seg.yaml' for v in ('conv-s', 'conv-m', 'hybrid-m', 'conv-l', 'hybrid-l')], 'all five',
+     "YOLOv5's `Segment` head, for `segment/train.py`"),
+    ('`yolov5-mnv4-conv-s-p2.yaml`, `-conv-m-p2`', ['yolov5-mnv4-conv-s-p2.yaml', 'yolov5-mnv4-conv-m-p2.yaml'],
+     'Conv-S, Conv-M', '+ a /4 level for small objects'),
+]
+
+
+def config_table(result):
+    """README: params and GFLOPs of every shipped config (scripts/config_summary.py)."""
+    rows = {r['config']: r for r in result['rows']}
+    missing = {c for _, configs, _, _ in CONFIG_ROWS for c in configs} ^ set(rows)
+    assert not missing, f'configs.json and render_docs.CONFIG_ROWS disagree on {sorted(missing)}'
+    lines = ['| config | backbone | head | params | GFLOPs |', '|---|---|---|---|---|']
+    for label, configs, backbone, head in CONFIG_ROWS:
+        params = ' / '.join(f'{rows[c]["params"]:,}' for c in configs)
+        gflops = ' / '.join(f'{rows[c]["gflops_640"]:.1f}' for c in configs)
+        lines.append(f'| {label} | {backbone} | {head} | {params} | {gflops} |')
+    lines += ['', f'({result["classes"]} classes; params and GFLOPs at 640 as the `summary:` line of '
+                  f'`train.py --cfg <config>` prints them: `{result["command"]}`, {result["date"]}.)']
+    return '\n'.join(lines) + '\n'
+
+
+RENDERERS = {'configs': config_table, 'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
 
 
 def rendered(text):

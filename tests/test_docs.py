@@ -13,7 +13,7 @@ import render_docs  # noqa: E402
 
 DOCS = render_docs.DOCS
 # The blocks that carry the headline numbers: they must exist, not only agree when present.
-REQUIRED_BLOCKS = {'README.md': {'benchmark.json headline', 'benchmark_int8_attention.md slowdown'},
+REQUIRED_BLOCKS = {'README.md': {'benchmark.json headline', 'configs.json configs', 'benchmark_int8_attention.md slowdown'},
                    'docs/benchmarks.md': {'benchmark.json table'},
                    'docs/ultralytics.md': {'ultralytics_parity_*.json parity'}}
 # Project-internal talk that user-facing docs must not carry: performance targets, machines on loan,

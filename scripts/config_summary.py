@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Params and GFLOPs of every shipped YOLOv5 config, as YOLOv5 itself reports them: the `summary:` line
+that `train.py --cfg <config>` prints (layers, parameters, GFLOPs at 640), taken from the tree's own
+model builder for 80 classes. Writes scripts/results/configs.json, from which the README's config
+table is generated (scripts/render_docs.py).
+
+    python scripts/config_summary.py --yolov5 .cache/yolov5-v7.0
+    python scripts/config_summary.py --yolov5 /path/to/yolov5 --cfg my-config.yaml --out runs/configs.json
+"""
+import argparse
+import datetime
+import json
+import logging
+import platform
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SUMMARY = re.compile(r'summary: (\d+) layers, (\d+) parameters, \d+ gradients, ([\d.]+) GFLOPs')
+
+
+def summary(yolo, config):
+    """(layers, params, GFLOPs at 640) from the `summary:` line the tree logs when it builds `config`."""
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    own, level, propagate = yolo.LOGGER.handlers[:], yolo.LOGGER.level, yolo.LOGGER.propagate
+    yolo.LOGGER.handlers, yolo.LOGGER.propagate = [handler], False  # the lines, not the layer tables on screen
+    yolo.LOGGER.setLevel(logging.INFO)
+    try:
+        kind = yolo.SegmentationModel if config.stem.endswith('-seg') else yolo.DetectionModel
+        kind(str(config), nc=80)
+    finally:
+        yolo.LOGGER.handlers, yolo.LOGGER.propagate = own, propagate
+        yolo.LOGGER.setLevel(level)
+    found = [SUMMARY.search(line) for line in lines]
+    match = next((m for m in found if m), None)
+    if match is None:
+        raise SystemExit(f'config_summary: no "summary:" line with GFLOPs for {config.name} (is thop installed?)')
+    return int(match[1]), int(match[2]), float(match[3])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--yolov5', type=Path, required=True, help='a YOLOv5 tree (v7.0 or master) with the plugin applied')
+    parser.add_argument('--cfg', type=Path, nargs='*', help='configs to summarise (default: every shipped one)')
+    parser.add_argument('--out', type=Path, default=REPO / 'scripts' / 'results' / 'configs.json')
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO / 'scripts'))
+    from benchmark import import_yolo
+    yolo = import_yolo(args.yolov5.resolve())
+    configs = args.cfg or sorted((REPO / 'models').glob('*.yaml'))
+    rows = []
+    for i, config in enumerate(configs, 1):
+        layers, params, gflops = summary(yolo, config)
+        rows.append({'config': config.name, 'layers': layers, 'params': params, 'gflops_640': gflops})
+        print(f'[{i}/{len(configs)}] {config.name}: {params:,} parameters, {gflops} GFLOPs', flush=True)
+    import torch
+    result = {'command': 'python scripts/config_summary.py --yolov5 <YOLOv5 v7.0 tree>',
+              'date': datetime.date.today().isoformat(),
+              'machine': f'{platform.machine()}, torch {torch.__version__}', 'classes': 80, 'rows': rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + '\n')
+    print(f'config_summary: wrote {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
