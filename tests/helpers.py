@@ -83,7 +83,7 @@ def input_dependent_(model, size, seed=0, peak=True):
     the 8 embedded train images at size x size (`calibrate_batchnorm_`) and, with `peak` and where it
     has attention, its attention peaked on the first of them (`peak_attention_`)."""
     from yolov5_mnv4.attention import MobileMultiQueryAttention
-    x = real_images(size, 8, 'train2017')
+    x = real_images(size, 8, 'train2017').to(next(model.parameters()).dtype)
     calibrate_batchnorm_(model, x, seed)
     if peak and any(isinstance(m, MobileMultiQueryAttention) for m in model.modules()):
         peak_attention_(model, x[:1])

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import assert_input_dependent, drop_residuals_, output_errors, real_images
-from make_golden import CONFIGS, IMG, golden_input, input_dependent, input_dependent_outputs_path
+from helpers import assert_input_dependent, drop_residuals_, output_errors, real_images, require
+from make_golden import (CONFIGS, IMG, ULTRALYTICS_KEY, golden_input, input_dependent, input_dependent_outputs_path,
+                         ultralytics_outputs)
 
 GOLDEN = Path(__file__).resolve().parent / 'data' / 'golden'
 KEYS = list(CONFIGS)
@@ -30,6 +31,17 @@ def unpacked(tmp_path_factory):
         paths[key] = out / f'mnv4-{key}-nc3.pt'
         paths[key].write_bytes(lzma.decompress((GOLDEN / f'mnv4-{key}-nc3.pt.xz').read_bytes()))
     return paths
+
+
+@pytest.fixture(scope='module')
+def ultralytics_golden(tmp_path_factory):
+    """The Ultralytics-package golden file, unpacked; the package imported with the plugin registered."""
+    require('ultralytics', 'ultralytics')
+    import yolov5_mnv4  # noqa: F401
+    import ultralytics.nn.tasks  # noqa: F401 (registers the plugin into the package)
+    path = tmp_path_factory.mktemp('golden-ultralytics') / f'mnv4-{ULTRALYTICS_KEY}-nc3.pt'
+    path.write_bytes(lzma.decompress((GOLDEN / f'{path.name}.xz').read_bytes()))
+    return path
 
 
 def stored_output(key):
@@ -71,8 +83,8 @@ def test_what_the_loaded_convs_compute_is_unchanged(yolo, unpacked, key):
     deterministic way as when their outputs were stored (make_golden.input_dependent), they must give
     those outputs on real images: a change in what any loaded conv, block or attention computes shows."""
     from models.experimental import attempt_load
-    model = input_dependent(attempt_load(str(unpacked[key]), device='cpu', fuse=False)).fuse().eval()
-    images = real_images(IMG, 2)
+    model = input_dependent(attempt_load(str(unpacked[key]), device='cpu', fuse=False))
+    images = real_images(IMG, 2).double()
     with torch.no_grad():
         output = model(images)[0]
     assert_input_dependent(output, 1e-4, f'golden {key}, made input-dependent')
@@ -85,6 +97,51 @@ def test_what_the_loaded_convs_compute_is_unchanged(yolo, unpacked, key):
           f'residual {control[0]:.2g}, {control[1]:.2g}')
     assert output.shape == stored.shape and max(errors) <= 1e-4
     assert max(control) > 1e-3
+
+
+def _check_ultralytics_golden(model):
+    fixed, varied = ultralytics_outputs(model)
+    stored_fixed = stored_output(ULTRALYTICS_KEY)
+    stored_varied = torch.load(input_dependent_outputs_path(ULTRALYTICS_KEY), weights_only=True)['output']
+    assert_input_dependent(varied, 1e-4, 'Ultralytics golden, made input-dependent', channels_first=True)
+    for got, stored in ((fixed, stored_fixed), (varied, stored_varied)):
+        errors = output_errors(got, stored, channels_first=True)  # the package's (batch, 4 + classes, anchors)
+        assert got.shape == stored.shape and max(errors) <= 1e-4, errors
+
+
+def test_ultralytics_golden_loads_with_the_packages_loader_and_gives_the_stored_outputs(ultralytics_golden):
+    """The package's own loader (YOLO(path): plain unpickling), the model fused as its predictor does it,
+    and made input-dependent as when the outputs were stored: both stored outputs within 1e-4."""
+    from ultralytics import YOLO
+    model = YOLO(str(ultralytics_golden)).model
+    assert model.names == {0: 'person', 1: 'vehicle', 2: 'thing'}
+    _check_ultralytics_golden(model)
+
+
+def test_ultralytics_golden_loads_under_safe_loading(ultralytics_golden):
+    """`torch_safe_load(safe_only=True)` (what ULTRALYTICS_SAFE_LOAD=1 runs: torch.load with
+    weights_only=True and the package's allow-list) accepts our classes under the names pickled."""
+    from ultralytics.nn.tasks import torch_safe_load
+    loaded = torch_safe_load(str(ultralytics_golden), safe_only=True)
+    ckpt = loaded[0] if isinstance(loaded, tuple) else loaded
+    _check_ultralytics_golden(ckpt['model'])
+
+
+def test_ultralytics_golden_control_without_the_plugins_classes(ultralytics_golden):
+    """Control for the test above: the same safe load, with the package's allow-list but not ours
+    (every safe global torch was given kept for the call, but ours), refuses the file."""
+    from ultralytics.nn.tasks import torch_safe_load
+    assert ('yolov5_mnv4.ultralytics_host', 'MobileNetV4Stage') in pickled_globals(ultralytics_golden)
+    registered = torch.serialization.get_safe_globals()
+    ours = [g for g in registered if (g[0] if isinstance(g, tuple) else g).__module__.startswith('yolov5_mnv4')]
+    assert ours, 'the plugin registered no safe globals'
+    torch.serialization.clear_safe_globals()
+    torch.serialization.add_safe_globals([g for g in registered if g not in ours])
+    try:
+        with pytest.raises(Exception, match='outside the supported'):
+            torch_safe_load(str(ultralytics_golden), safe_only=True)
+    finally:
+        torch.serialization.add_safe_globals(registered)
 
 
 def pickled_globals(checkpoint):
@@ -102,12 +159,13 @@ def pickled_globals(checkpoint):
     return found
 
 
-def test_every_pickled_path_still_resolves(unpacked):
+def test_every_pickled_path_still_resolves(unpacked, ultralytics_golden):
     import importlib
     ours = set()
-    for path in unpacked.values():
+    for path in [*unpacked.values(), ultralytics_golden]:
         ours |= {pair for pair in pickled_globals(path) if pair[0].startswith('yolov5_mnv4')}
     assert ('yolov5_mnv4.integration', 'MobileNetV4Stage') in ours
+    assert ('yolov5_mnv4.ultralytics_host', 'MobileNetV4Stage') in ours
     assert ('yolov5_mnv4.attention', 'MobileMultiQueryAttention') in ours  # from the hybrid
     for module, name in sorted(ours):
         obj = importlib.import_module(module)

@@ -10,6 +10,12 @@ compresses well (xz). Data: the embedded coco8 with its labels folded onto 3 cla
 
     python tests/tools/make_golden.py --yolov5 .cache/yolov5-v7.0
     python tests/tools/make_golden.py --yolov5 .cache/yolov5-v7.0 --input-dependent-outputs
+    python tests/tools/make_golden.py --ultralytics
+
+`--ultralytics` makes the Ultralytics-package golden file the same way, with the package's own trainer:
+yolo11n-mnv4-conv-s, one epoch from a ternary start with everything but the Detect frozen; its pickle
+names `yolov5_mnv4.ultralytics_host.MobileNetV4Stage`. Beside it, the fused model's outputs on the
+fixed random input and those of the model made input-dependent on two real images.
 
 A golden model's own outputs barely depend on its input (its BatchNorm statistics and layer scales are
 still their initial values: Conv-S moves by 5e-6 between two images, Hybrid-M by exactly 0), so the
@@ -38,6 +44,8 @@ from yolov5_mnv4.resources import embedded_dataset  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / 'tests' / 'data' / 'golden'
 CONFIGS = {'conv-s': 'yolov5-mnv4-conv-s.yaml', 'hybrid-m': 'yolov5-mnv4-hybrid-m.yaml'}
+ULTRALYTICS_CONFIG = 'yolo11n-mnv4-conv-s.yaml'
+ULTRALYTICS_KEY = 'ultralytics-yolo11n-conv-s'  # tests/data/golden/mnv4-<key>-nc3.*
 NAMES = ['person', 'vehicle', 'thing']
 IMG = 64
 
@@ -49,9 +57,20 @@ def golden_input():
 
 def input_dependent(model):
     """The unfused golden `model` with outputs that depend on the image, deterministically (in place):
-    norms, biases and layer scales perturbed (seed 0), BatchNorm statistics of the 8 embedded train
-    images at IMG, attention peaked on the first; its conv weights stay the checkpoint's. Eval mode."""
-    return input_dependent_(perturb_(model, 0), IMG, 0)
+    in float64, norms, biases and layer scales perturbed (seed 0), BatchNorm statistics of the 8
+    embedded train images at IMG, attention peaked on the first; its conv weights stay the
+    checkpoint's. Eval mode, unfused (the hosts' conv-BN fusion makes float32 convs).
+
+    Float64, because such a model is ill-conditioned: in float32 its outputs move by 4e-4 (YOLOv5
+    Conv-S) to 3e-3 (Ultralytics yolo11n) between one and two CPU threads, measured; in float64 the
+    summation order no longer shows at the stored bound (1e-4)."""
+    return input_dependent_(perturb_(model.double(), 0), IMG, 0)
+
+
+def input_dependent_outputs(model):
+    """input_dependent(model)'s outputs on the first two embedded val images (float64)."""
+    with torch.no_grad():
+        return input_dependent(model)(real_images(IMG, 2).double())[0]
 
 
 def input_dependent_outputs_path(key):
@@ -66,12 +85,54 @@ def write_input_dependent_outputs(attempt_load):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / 'golden.pt'
             path.write_bytes(lzma.decompress((OUT / f'mnv4-{key}-nc3.pt.xz').read_bytes()))
-            model = input_dependent(attempt_load(str(path), device='cpu', fuse=False)).fuse().eval()
-        with torch.no_grad():
-            output = model(real_images(IMG, 2))[0]
+            output = input_dependent_outputs(attempt_load(str(path), device='cpu', fuse=False))
         torch.save({'img': IMG, 'images': 'the first two embedded val images', 'output': output},
                    input_dependent_outputs_path(key))
         print(f'make_golden: {input_dependent_outputs_path(key).name}: output {tuple(output.shape)}')
+
+
+def ultralytics_outputs(model):
+    """(fused float32 outputs on golden_input(), input_dependent_outputs()) of an unfused
+    Ultralytics-package `model` (it is changed in place)."""
+    import copy
+    with torch.no_grad():
+        fixed = copy.deepcopy(model).float().fuse().eval()(golden_input())[0]
+    return fixed, input_dependent_outputs(model)
+
+
+def make_ultralytics_golden():
+    import yolov5_mnv4  # noqa: F401 (registers into the package when it is imported)
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    from yolov5_mnv4.ultralytics_host import data_yaml
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data = data_yaml(three_class_data(work).parent / 'coco8-3', work / 'u')
+        import yaml
+        spec = yaml.safe_load(data.read_text())
+        data.write_text(yaml.safe_dump({**spec, 'names': dict(enumerate(NAMES))}, sort_keys=False))
+        torch.manual_seed(0)
+        model = DetectionModel(ULTRALYTICS_CONFIG, nc=len(NAMES), verbose=False)
+        ternarize_(model)
+        init = work / 'init.pt'
+        torch.save({'model': model.half(), 'epoch': -1, 'train_args': {}}, init)
+        frozen = len(model.model) - 1  # every layer but the Detect
+        YOLO(str(init)).train(data=str(data), epochs=1, imgsz=IMG, batch=4, workers=0, plots=False, device='cpu',
+                              freeze=frozen, project=str(work / 'runs'), name='golden', exist_ok=True, seed=0,
+                              amp=False, val=False)
+        best = work / 'runs' / 'golden' / 'weights' / 'last.pt'
+        packed = OUT / f'mnv4-{ULTRALYTICS_KEY}-nc3.pt.xz'
+        packed.write_bytes(lzma.compress(best.read_bytes(), preset=9 | lzma.PRESET_EXTREME))
+        size = best.stat().st_size
+        loaded = YOLO(str(best)).model.float()
+        fixed, varied = ultralytics_outputs(loaded)
+    torch.save({'input_seed': 0, 'img': IMG, 'output': fixed}, OUT / f'mnv4-{ULTRALYTICS_KEY}-nc3.outputs.pt')
+    torch.save({'img': IMG, 'images': 'the first two embedded val images', 'output': varied},
+               input_dependent_outputs_path(ULTRALYTICS_KEY))
+    print(f'make_golden: {packed.name} {packed.stat().st_size / 1e6:.2f} MB '
+          f'(checkpoint {size / 1e6:.1f} MB); output {tuple(fixed.shape)}')
+    return 0
 
 
 def three_class_data(work):
@@ -85,23 +146,34 @@ def three_class_data(work):
 
 
 @torch.no_grad()
-def ternary_init(yolo, cfg, path):
-    """A train.py --weights file whose every weight tensor takes three values: -a, 0, a."""
-    torch.manual_seed(0)
-    model = yolo.DetectionModel(str(cfg), nc=len(NAMES))
-    for name, p in model.named_parameters():
+def ternarize_(model):
+    """Every weight tensor of `model` takes three values, -a, 0, a (in place)."""
+    for p in model.parameters():
         if p.ndim > 1:
             scale = p.abs().mean()
             p.copy_(torch.sign(p) * scale * (p.abs() > scale / 2))
-    write_checkpoint(model, path)
+    return model
+
+
+def ternary_init(yolo, cfg, path):
+    """A train.py --weights file whose every weight tensor takes three values: -a, 0, a."""
+    torch.manual_seed(0)
+    write_checkpoint(ternarize_(yolo.DetectionModel(str(cfg), nc=len(NAMES))), path)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--yolov5', type=Path, required=True, help='YOLOv5 checkout with the plugin applied')
+    parser.add_argument('--yolov5', type=Path, help='YOLOv5 checkout with the plugin applied')
+    parser.add_argument('--ultralytics', action='store_true', help='make the Ultralytics-package golden file')
     parser.add_argument('--input-dependent-outputs', action='store_true',
                         help='only add the input-dependent outputs of the existing golden files')
     args = parser.parse_args(argv)
+    if args.ultralytics:
+        os.environ.update({k: v for k, v in offline_env().items() if k != 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'})
+        OUT.mkdir(parents=True, exist_ok=True)
+        return make_ultralytics_golden()
+    if args.yolov5 is None:
+        parser.error('--yolov5 is required unless --ultralytics')
     tree = args.yolov5.resolve()
     env = offline_env()
     os.environ.update(env)  # attempt_load below: v7.0 on torch >= 2.6 (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD)
