@@ -39,7 +39,7 @@ THREADS = 2
 
 
 def import_yolo(yolov5):
-    from yolov5_mnv4.offline import offline_env
+    from yolov5_mnv4.hosts.offline import offline_env
     os.environ.update(offline_env())
     sys.path.insert(0, str(yolov5))
     import logging

@@ -71,8 +71,8 @@ def export_all(yolov5, name, size, work, env, calibration, reuse=False):
     """The stock export.py's SavedModel, fp16 .tflite and ONNX; from the SavedModel, an fp32 .tflite and
     the int8 ones (ours; for models with attention also the full-integer one). With `reuse`, a folder
     that an earlier run completed is taken as it is."""
-    from yolov5_mnv4.edge import fp32_tflite_from_saved_model, import_tensorflow
-    from yolov5_mnv4.tflite_int8 import int8_tflite
+    from yolov5_mnv4.export.tflite import fp32_tflite_from_saved_model, import_tensorflow
+    from yolov5_mnv4.export.tflite_int8 import int8_tflite
     folder = work / f'{name}-{size}'
     complete = folder / EXPORTS_COMPLETE
     if reuse and complete.is_file():
@@ -144,8 +144,8 @@ def openvino_models(onnx_path, calibration):
 def runners_for(folder, size, calibration, with_runtimes=()):
     """{runtime: the runtime's call alone}, OpenVINO's default precision, {runtime: XNNPACK partitions}."""
     import numpy as np
-    from yolov5_mnv4.edge import TFLiteModel
-    from yolov5_mnv4.tflite_int8 import xnnpack_partitions
+    from yolov5_mnv4.export.tflite import TFLiteModel
+    from yolov5_mnv4.export.tflite_int8 import xnnpack_partitions
     nhwc = np.zeros((1, size, size, 3), np.float32)
     nchw = np.zeros((1, 3, size, size), np.float32)
     runners, partitions = {}, {}
@@ -160,7 +160,7 @@ def runners_for(folder, size, calibration, with_runtimes=()):
     feed = {session.get_inputs()[0].name: nchw}
     runners['ort_fp32'] = lambda: session.run(None, feed)
     if with_runtimes:
-        from yolov5_mnv4 import runtimes
+        from yolov5_mnv4.export import runtimes
         for key, (fmt, name) in RUNTIME_FILES.items():
             if key.split('_')[1] not in with_runtimes:
                 continue
@@ -194,14 +194,14 @@ def main(argv=None):
     yolov5, out = args.yolov5.resolve(), args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    from yolov5_mnv4.edge import import_tensorflow
-    from yolov5_mnv4.offline import offline_env
+    from yolov5_mnv4.export.tflite import import_tensorflow
+    from yolov5_mnv4.hosts.offline import offline_env
     env = {**os.environ, **offline_env()}
     tf = import_tensorflow()
     rows, defaults, partitions = [], set(), {}
     data_yaml = out / 'data.yaml'
     if args.runtimes:
-        from yolov5_mnv4.demo import coco_names, write_data_yaml
+        from yolov5_mnv4.cli.demo import coco_names, write_data_yaml
         write_data_yaml(args.data.resolve(), coco_names(yolov5), data_yaml)
     for size in args.sizes:
         calibration = calibration_images(args.data.resolve(), size)

@@ -129,8 +129,8 @@ def main(argv=None):
     parser.add_argument('--parallel', type=int, default=2, help='training runs at a time')
     parser.add_argument('--out', type=Path, default=REPO / 'runs' / 'hybrid_init')
     args = parser.parse_args(argv)
-    from yolov5_mnv4.demo import prepare_data
-    from yolov5_mnv4.offline import offline_env
+    from yolov5_mnv4.cli.demo import prepare_data
+    from yolov5_mnv4.hosts.offline import offline_env
     tree = args.yolov5.resolve()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)

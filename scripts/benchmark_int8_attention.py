@@ -55,9 +55,9 @@ def block_inputs(model, stage, x):
 def keras_branch_model(block, shape):
     """A Keras model of the block's attention branch alone (what the residual adds): quantized on
     its own, so that its precision is not lost in the int8 steps of the residual sum it joins."""
-    from yolov5_mnv4.edge import import_tensorflow
+    from yolov5_mnv4.export.tflite import import_tensorflow
     tf = import_tensorflow()
-    from yolov5_mnv4.tf_layers import keras_block
+    from yolov5_mnv4.hosts.yolov5_keras import keras_block
 
     class Branch(tf.keras.layers.Layer):
         def __init__(self, layer):
@@ -77,8 +77,8 @@ def measure(variant, stage, size, weights, train, val, reps):
     import torch
     from helpers import calibrate_batchnorm_, peak_attention_, perturb_
     from yolov5_mnv4 import MobileNetV4
-    from yolov5_mnv4.edge import TFLiteModel, import_tensorflow, snr_db
-    from yolov5_mnv4.tflite_int8 import FLOAT_OPS, int8_tflite, xnnpack_partitions
+    from yolov5_mnv4.export.tflite import TFLiteModel, import_tensorflow, snr_db
+    from yolov5_mnv4.export.tflite_int8 import FLOAT_OPS, int8_tflite, xnnpack_partitions
     tf = import_tensorflow()
     torch.manual_seed(0)
     model = perturb_(MobileNetV4(variant)).eval()

@@ -144,9 +144,9 @@ class Engine:
 def measure(args, yolo, name, size, work, trt, calibration, val_images):
     import torch
 
-    from yolov5_mnv4.export import detection_output, parity_images
-    from yolov5_mnv4.runtimes import onnx_file
-    from yolov5_mnv4.parity import detection_errors, int8_report
+    from yolov5_mnv4.cli.export import detection_output, parity_images
+    from yolov5_mnv4.export.runtimes import onnx_file
+    from yolov5_mnv4.export.parity import detection_errors, int8_report
     model = build(yolo, args.yolov5, name).cuda()
     model.model[-1].export = False
     net = detection_output(model).eval()
@@ -248,7 +248,7 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     calibration = val_images = None
     if trt is not None and args.data:
-        from yolov5_mnv4.export import dataset_images
+        from yolov5_mnv4.cli.export import dataset_images
         calibration = {s: dataset_images(args.data, 'train', (s, s), CALIBRATION_IMAGES) for s in args.sizes}
         val_images = {s: dataset_images(args.data, 'val', (s, s), 32) for s in args.sizes}
     rows = []

@@ -65,7 +65,7 @@ def openvino_runner(path, nchw):
 
 def runners_for(paths, size):
     import numpy as np
-    from yolov5_mnv4 import runtimes
+    from yolov5_mnv4.export import runtimes
     nchw = np.zeros((1, 3, size, size), np.float32)
     runners = {}
     session = ort_session(paths['ort_fp32'])
@@ -77,7 +77,7 @@ def runners_for(paths, size):
     ncnn.set_input(nchw)  # (1, 3, H, W): the Mat drops the batch axis
     runners['ncnn_fp32'] = ncnn.invoke
     if 'litert_int8' in paths:
-        from yolov5_mnv4.edge import TFLiteModel
+        from yolov5_mnv4.export.tflite import TFLiteModel
         path = Path(paths['litert_int8'])  # a .tflite file (8.4), or a folder holding one
         model = TFLiteModel(path if path.is_file() else next(path.glob('*.tflite')), threads=THREADS)
         model.set_input(np.zeros(model.input['shape'], np.float32))  # NCHW: litert-torch keeps torch's layout
@@ -127,12 +127,12 @@ def main(argv=None):
     parser.add_argument('--sizes', type=int, nargs='+', default=[320, 640])
     parser.add_argument('--reps', type=int, default=20)
     args = parser.parse_args(argv)
-    from yolov5_mnv4.offline import offline_env
+    from yolov5_mnv4.hosts.offline import offline_env
     for key, value in offline_env().items():
         os.environ.setdefault(key, value)
     import yolov5_mnv4  # noqa: F401 (registers into the package when it is imported)
     from yolov5_mnv4.resources import embedded_dataset
-    from yolov5_mnv4.ultralytics_host import data_yaml
+    from yolov5_mnv4.hosts.ultralytics import data_yaml
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     source = args.data.resolve() if (args.data / 'images' / 'train2017').is_dir() else embedded_dataset()

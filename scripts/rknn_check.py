@@ -128,12 +128,12 @@ def export(args):
     import numpy as np
     import torch
 
-    from yolov5_mnv4.offline import set_offline_defaults
+    from yolov5_mnv4.hosts.offline import set_offline_defaults
     set_offline_defaults()
     sys.path.insert(0, str(args.yolov5))
-    from yolov5_mnv4.demo import prepare_data
-    from yolov5_mnv4.export import dataset_images
-    from yolov5_mnv4.runtimes import write_pngs
+    from yolov5_mnv4.cli.demo import prepare_data
+    from yolov5_mnv4.cli.export import dataset_images
+    from yolov5_mnv4.export.runtimes import write_pngs
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     data = args.data or prepare_data(REPO / 'tests' / 'data' / 'coco64', args.yolov5, work / 'data')[0]
@@ -234,9 +234,9 @@ def report(args):
     """Decode each case's simulator outputs and compare with its fp32 PyTorch model."""
     import numpy as np
 
-    from yolov5_mnv4.offline import set_offline_defaults
+    from yolov5_mnv4.hosts.offline import set_offline_defaults
     set_offline_defaults()
-    from yolov5_mnv4.parity import detection_errors, int8_report
+    from yolov5_mnv4.export.parity import detection_errors, int8_report
     work = args.work.resolve()
     meta = json.loads((work / 'cases.json').read_text())
     converted = json.loads((work / 'convert.json').read_text())

@@ -44,5 +44,5 @@ fi
 step "getting YOLOv5 $ref into $tree"
 python scripts/get_yolov5.py --ref "$ref" --dest "$tree"
 step "applying the plugin"
-python scripts/apply.py "$tree"
+python -m yolov5_mnv4 apply "$tree"
 step "done: YOLOv5 at $tree ($(free_gb) GB free)"

@@ -1,6 +1,6 @@
 """Deliberately wrong Keras copies of our blocks: the negative controls of the export parity tests.
 
-Each bug is one plausible mistake in `yolov5_mnv4.tf_layers`, put in with pytest's monkeypatch, so
+Each bug is one plausible mistake in `yolov5_mnv4.hosts.yolov5_keras`, put in with pytest's monkeypatch, so
 that a test can show that its bound rejects it (a parity test that passes a broken export proves
 nothing). `install(name, monkeypatch)` puts bug `name` in; `BUG_VARIANTS[name]` is the variant whose
 blocks have the code the bug touches. TensorFlow is imported by `install` only, so that the tests
@@ -23,7 +23,7 @@ def install(name, monkeypatch):
     import torch.nn as nn
     from tensorflow import keras
 
-    from yolov5_mnv4 import tf_layers
+    from yolov5_mnv4.hosts import yolov5_keras as tf_layers
     from yolov5_mnv4.attention import MobileMultiQueryAttention
     from yolov5_mnv4.blocks import UniversalInvertedBottleneck
 

@@ -30,7 +30,7 @@ def yolov5_dir():
 
 @pytest.fixture(scope='session')
 def offline(tmp_path_factory):
-    from yolov5_mnv4.offline import offline_env
+    from yolov5_mnv4.hosts.offline import offline_env
     return offline_env(tmp_path_factory.mktemp('yolov5-state'))
 
 
@@ -40,6 +40,6 @@ def yolo(yolov5_dir, offline):
     os.environ.update(offline)
     sys.path.insert(0, str(yolov5_dir))
     import models.yolo
-    from yolov5_mnv4.integration import is_registered
+    from yolov5_mnv4.hosts.yolov5 import is_registered
     assert is_registered(models.yolo), 'the hook in models/yolo.py did not register'
     return models.yolo

@@ -171,7 +171,7 @@ def output_errors(got, ref, channels_first=False):
     part on its own scale, so that at 160 px a score cannot hide under the size of a box coordinate) of
     two detector outputs, tensors or arrays: YOLOv5's (N, anchors, 4 + 1 + classes), or with
     `channels_first` the Ultralytics package's (N, 4 + classes, anchors)."""
-    from yolov5_mnv4.parity import detection_errors
+    from yolov5_mnv4.export.parity import detection_errors
     got, ref = (np.asarray(y.detach() if isinstance(y, torch.Tensor) else y, np.float64) for y in (got, ref))
     if channels_first:
         got, ref = got.transpose(0, 2, 1), ref.transpose(0, 2, 1)
@@ -286,7 +286,7 @@ def save_detector_checkpoint(yolo, cfg, path, nc=80, seed=0, peaked_at=None):
 
 def pristine_copy(yolov5_dir, tree):
     """Copy the (applied) YOLOv5 tree to `tree` and revert the plugin there: as a fresh clone has it."""
-    from yolov5_mnv4.apply import apply
+    from yolov5_mnv4.hosts.yolov5_tree import apply
     shutil.copytree(yolov5_dir, tree, ignore=shutil.ignore_patterns('.git', '__pycache__', 'runs'))
     apply(tree, revert=True)
     assert '# yolov5-mnv4' not in (tree / 'models' / 'yolo.py').read_text()

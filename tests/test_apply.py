@@ -9,8 +9,8 @@ import pytest
 
 from helpers import pristine_copy
 from yolov5_mnv4 import __version__
-from yolov5_mnv4 import apply as apply_module
-from yolov5_mnv4.apply import (EARLIER_HOOKS, HOOK_BLOCK, ApplyError, applied_version, apply, config_digest, patch_for,
+from yolov5_mnv4.hosts import yolov5_tree as apply_module
+from yolov5_mnv4.hosts.yolov5_tree import (EARLIER_HOOKS, HOOK_BLOCK, ApplyError, applied_version, apply, config_digest, patch_for,
                                 plugin_configs, shipped_configs)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def test_a_tree_an_earlier_version_applied_is_upgraded_and_reverted(pristine):
 
 
 def test_cli_reports_and_refuses(pristine, tmp_path):
-    script = [sys.executable, str(REPO / 'scripts' / 'apply.py')]
+    script = [sys.executable, '-m', 'yolov5_mnv4', 'apply']
     ok = subprocess.run([*script, str(pristine)], capture_output=True, text=True)
     assert ok.returncode == 0 and 'applied' in ok.stdout
     again = subprocess.run([*script, str(pristine)], capture_output=True, text=True)
@@ -212,7 +212,7 @@ def test_an_older_shipped_version_is_upgraded_without_a_backup(pristine, monkeyp
 
 
 def test_cli_names_kept_files_and_backups(pristine):
-    script = [sys.executable, str(REPO / 'scripts' / 'apply.py'), str(pristine)]
+    script = [str(Path(sys.executable).parent / 'yolov5-mnv4-apply'), str(pristine)]  # the console command
     assert subprocess.run(script, capture_output=True).returncode == 0
     (pristine / CONV_S).write_text('# mine\n')
     kept = subprocess.run(script, capture_output=True, text=True)
@@ -227,7 +227,7 @@ def test_cli_names_kept_files_and_backups(pristine):
 
 
 def test_check_reports_the_tree_its_patch_and_the_runtimes(pristine):
-    from yolov5_mnv4.check import report
+    from yolov5_mnv4.cli.check import report
     before = report(pristine)
     assert 'not patched' in before and f'yolov5-mnv4   {__version__}' in before
     apply(pristine)

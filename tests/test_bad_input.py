@@ -149,7 +149,7 @@ EXPORT_CASES = [
 @pytest.mark.parametrize('case, args, message', EXPORT_CASES, ids=[c[0] for c in EXPORT_CASES])
 def test_bad_export_arguments(tmp_path, capsys, case, args, message):
     """Refused before TensorFlow or YOLOv5 is imported, naming the option."""
-    from yolov5_mnv4.export import main
+    from yolov5_mnv4.cli.export import main
     weights = tmp_path / 'best.pt'
     weights.write_bytes(b'')
     with pytest.raises(SystemExit) as exit_:
@@ -159,7 +159,7 @@ def test_bad_export_arguments(tmp_path, capsys, case, args, message):
 
 
 def test_export_names_a_missing_weights_file_and_a_folder_that_is_not_yolov5(tmp_path, capsys, monkeypatch):
-    from yolov5_mnv4.export import main
+    from yolov5_mnv4.cli.export import main
     with pytest.raises(SystemExit):
         main(['--weights', str(tmp_path / 'best.pt')])
     assert f'--weights {tmp_path / "best.pt"}: no such file' in capsys.readouterr().err
@@ -174,7 +174,7 @@ def test_export_names_a_missing_weights_file_and_a_folder_that_is_not_yolov5(tmp
                                                  ('executorch', 'executorch', 'executorch')])
 def test_export_names_the_extra_of_a_missing_runtime(tmp_path, monkeypatch, yolov5_dir, fmt, package, extra):
     """One line naming the extra, before the checkpoint is read (an empty file here)."""
-    from yolov5_mnv4.export import main
+    from yolov5_mnv4.cli.export import main
     weights = tmp_path / 'best.pt'
     weights.write_bytes(b'')
     monkeypatch.setitem(sys.modules, package, None)  # import of it raises ImportError

@@ -164,7 +164,7 @@ def test_every_pickled_path_still_resolves(unpacked, ultralytics_golden):
     ours = set()
     for path in [*unpacked.values(), ultralytics_golden]:
         ours |= {pair for pair in pickled_globals(path) if pair[0].startswith('yolov5_mnv4')}
-    assert ('yolov5_mnv4.integration', 'MobileNetV4Stage') in ours
+    assert ('yolov5_mnv4.integration', 'MobileNetV4Stage') in ours  # the paths of 0.1.x and 0.2.x
     assert ('yolov5_mnv4.ultralytics_host', 'MobileNetV4Stage') in ours
     assert ('yolov5_mnv4.attention', 'MobileMultiQueryAttention') in ours  # from the hybrid
     for module, name in sorted(ours):

@@ -109,7 +109,7 @@ def test_installed_wheel_applies_builds_every_config_trains_and_reverts(installe
 import sys, torch
 sys.path.insert(0, sys.argv[1])
 import models.yolo as yolo
-from yolov5_mnv4.integration import is_registered
+from yolov5_mnv4.hosts.yolov5 import is_registered
 assert is_registered(yolo)
 for cfg in sys.argv[2:]:
     default_act = yolo.Conv.default_act
@@ -137,7 +137,7 @@ import timm, torch
 from safetensors.torch import save_file
 model = timm.create_model('mobilenetv4_conv_small', pretrained=False)
 save_file({k: v.contiguous() for k, v in model.state_dict().items()}, sys.argv[2])
-from yolov5_mnv4.convert import main
+from yolov5_mnv4.cli.convert import main
 tree, timm_file, out = sys.argv[1:4]
 sys.exit(main(['--yolov5', tree, '--cfg', 'yolov5-mnv4-conv-s.yaml', '--timm', timm_file, '--out', out]))
 '''
@@ -165,7 +165,7 @@ def test_command_line_explains_itself(installed, tmp_path):
     code = '''
 import time
 start = time.perf_counter()
-from yolov5_mnv4.apply import main
+from yolov5_mnv4.cli.apply import main
 try:
     main(['--help'])
 except SystemExit:
@@ -184,3 +184,34 @@ print('torch imported:', 'torch' in sys.modules, 'seconds: %.3f' % (time.perf_co
         assert version.returncode == 0 and version.stdout.strip().endswith(f'yolov5-mnv4 {__version__}'), version
     bad = run_installed(installed, cli, 'aply', cwd=tmp_path)
     assert bad.returncode == 2 and "unknown command 'aply'" in bad.stderr
+
+
+def test_module_paths_of_earlier_releases_still_import(installed, tmp_path):
+    """From the wheel: every module path of 0.1.x and 0.2.x imports (yolov5_mnv4._moved) and gives the
+    object of the module that holds it now; the two that checkpoints pickle stay silent, the others
+    warn; the hook block of 0.2.0 (`from yolov5_mnv4 import integration`) gets `register`."""
+    code = '''
+import importlib, warnings
+from yolov5_mnv4._moved import MOVED, PICKLED
+warnings.simplefilter('error', DeprecationWarning)
+from yolov5_mnv4 import integration as _mnv4
+assert _mnv4.register is importlib.import_module('yolov5_mnv4.hosts.yolov5').register
+for old, new in MOVED.items():
+    module = importlib.import_module(f'yolov5_mnv4.{old}')
+    name = next(n for n in vars(importlib.import_module(f'yolov5_mnv4.{new}')) if not n.startswith('_'))
+    try:
+        value = getattr(module, name)
+        warned = False
+    except DeprecationWarning:
+        warned = True
+    assert warned == (old not in PICKLED), old
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    from yolov5_mnv4.export import main as export_main  # the old module yolov5_mnv4.export is now a package
+assert export_main is importlib.import_module('yolov5_mnv4.cli.export').main and caught
+print('OLD PATHS OK', len(MOVED))
+'''
+    proc = run_installed(installed, code, cwd=tmp_path)
+    assert proc.returncode == 0 and 'OLD PATHS OK 16' in proc.stdout, proc.stdout + proc.stderr
+    control = run_installed(installed, 'import yolov5_mnv4.integratoin', cwd=tmp_path)  # a misspelt old path
+    assert control.returncode != 0 and "No module named 'yolov5_mnv4.integratoin'" in control.stderr

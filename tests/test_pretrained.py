@@ -10,7 +10,7 @@ import yaml
 
 from helpers import max_abs_diff, perturb_, require
 from yolov5_mnv4 import MobileNetV4
-from yolov5_mnv4.convert import build_pretrained_model
+from yolov5_mnv4.cli.convert import build_pretrained_model
 from yolov5_mnv4.pretrained import TIMM_BN_EPS
 from yolov5_mnv4.resources import VARIANT_CONFIGS, embedded_dataset
 from yolov5_mnv4.timm_weights import WeightMappingError
@@ -86,13 +86,6 @@ def test_converter_outside_a_yolov5_tree_names_the_option(tmp_path, offline, whe
     assert 'Traceback' not in result.stderr
 
 
-def test_scripts_converter_is_the_console_command(yolov5_dir, offline, tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / 'scripts' / 'timm_to_yolov5.py'), '--yolov5', str(yolov5_dir),
-                             '--cfg', 'nope.yaml', '--timm', 'x', '--out', 'x.pt'], capture_output=True, text=True,
-                            env=offline, cwd=tmp_path)
-    assert result.returncode == 1 and 'yolov5-mnv4-convert: config nope.yaml not found' in result.stderr
-
-
 def test_missing_file_and_bad_format_are_clear(yolo, tmp_path):
     with pytest.raises(FileNotFoundError, match='pretrained backbone weights not found'):
         build_pretrained_model(yolo, config('conv_small'), tmp_path / 'nope.safetensors')
@@ -125,7 +118,7 @@ def test_weights_file_through_stock_train(yolov5_dir, offline, tmp_path):
                                                    intermediates_only=True)
         assert max_abs_diff(expected, backbone_taps(rebuilt.eval(), x)) < 1e-4
 
-    from yolov5_mnv4.demo import prepare_data
+    from yolov5_mnv4.cli.demo import prepare_data
     data_yaml, _ = prepare_data(embedded_dataset(), yolov5_dir, tmp_path)
     train = subprocess.run([sys.executable, 'train.py', '--cfg', 'yolov5-mnv4-conv-s.yaml', '--weights', str(weights),
                             '--data', str(data_yaml), '--epochs', '1', '--img', '64', '--batch-size', '4',
@@ -159,7 +152,7 @@ def test_pretrained_row_frozen_training_then_checkpoints_outlive_the_timm_file(y
     cfg['backbone'][0] = [-1, 1, 'MobileNetV4ConvSmall', [str(source)]]
     cfg_path = tmp_path / 'pretrained-row.yaml'
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    from yolov5_mnv4.demo import prepare_data
+    from yolov5_mnv4.cli.demo import prepare_data
     data_yaml, _ = prepare_data(embedded_dataset(), yolov5_dir, tmp_path)
     runs = tmp_path / 'runs'
 

@@ -49,7 +49,7 @@ INT8_RECALL, INT8_PRECISION = 0.25, 0.5
 @pytest.fixture(scope='module')
 def int8_data(yolov5_dir, tmp_path_factory):
     """A data YAML over the shipped coco64 subset (32 train images calibrate, 32 val images check)."""
-    from yolov5_mnv4.demo import prepare_data
+    from yolov5_mnv4.cli.demo import prepare_data
     return prepare_data(REPO / 'tests' / 'data' / 'coco64', yolov5_dir, tmp_path_factory.mktemp('int8'))[0]
 
 
@@ -101,7 +101,7 @@ def outputs_of(model, images):
 def images(size):
     """A real image, uniform noise (export.parity_images: what the export command reports on), and a
     second real image."""
-    from yolov5_mnv4.export import parity_images
+    from yolov5_mnv4.cli.export import parity_images
     return [*parity_images((size, size)).values(), real_images(size, 2)[1:].numpy()]
 
 
@@ -117,8 +117,8 @@ def test_export_writes_each_format_where_yolov5_users_look(exported):
 
 @pytest.mark.parametrize('fmt', FORMATS)
 def test_runtime_equals_the_fused_pytorch_model(exported, yolo, fmt):
-    from yolov5_mnv4 import runtimes
-    from yolov5_mnv4.export import detection_errors
+    from yolov5_mnv4.export import runtimes
+    from yolov5_mnv4.cli.export import detection_errors
     case, weights, size, _ = exported
     path = {'ncnn': weights.with_name('best_ncnn_model'), 'mnn': weights.with_name('best.mnn'),
             'executorch': weights.with_name('best.pte')}[fmt]
@@ -135,8 +135,8 @@ def test_runtime_equals_the_fused_pytorch_model(exported, yolo, fmt):
 @pytest.mark.parametrize('fmt', ['ncnn', 'mnn'])
 def test_parity_bound_rejects_an_export_with_same_padding(yolo, tmp_path, fmt):
     """The runtime runs what it is given: an export of a one-pixel-off trained Conv-S must fail."""
-    from yolov5_mnv4 import runtimes
-    from yolov5_mnv4.export import detection_errors, detection_output
+    from yolov5_mnv4.export import runtimes
+    from yolov5_mnv4.cli.export import detection_errors, detection_output
     size = CASES['conv-s-trained'][2]
     ims = images(size)
     refs = outputs_of(fused(yolo, TRAINED), ims)
@@ -153,13 +153,13 @@ def test_parity_bound_rejects_an_export_with_same_padding(yolo, tmp_path, fmt):
 
 
 def val_images(data, size):
-    from yolov5_mnv4.export import dataset_images
+    from yolov5_mnv4.cli.export import dataset_images
     return dataset_images(data, 'val', (size, size), 32)
 
 
 def check_int8(outputs, refs, detect, size, fmt, what):
     """The int8 bounds of `fmt` on the trained Conv-S's val images, against its fused fp32 model."""
-    from yolov5_mnv4.parity import int8_report
+    from yolov5_mnv4.export.parity import int8_report
     snr, recall, precision, ref_boxes, line = int8_report(outputs, refs, detect.stride, detect.na, (size, size))
     print(f'{what}: {line}')
     assert ref_boxes >= 20, 'the trained model should find boxes on these images'
@@ -177,7 +177,7 @@ def int8_reference(yolo, exports, int8_data):
 
 @pytest.mark.parametrize('fmt', INT8_FORMATS)
 def test_int8_export_agrees_with_fp32(exports, int8_reference, fmt):
-    from yolov5_mnv4 import runtimes
+    from yolov5_mnv4.export import runtimes
     weights, size, log = exports['int8']
     assert f'yolov5-mnv4-export: {fmt}: 32 val images: score signal-to-noise per level' in log
     model, ims, refs = int8_reference

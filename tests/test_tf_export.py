@@ -18,7 +18,7 @@ from broken_keras import BUG_VARIANTS
 from broken_keras import install as install_bug
 from helpers import (assert_input_dependent, peak_attention_, perturb_, relative_error, run_side_by_side,
                      save_detector_checkpoint, val_rows)
-from yolov5_mnv4.integration import is_registered
+from yolov5_mnv4.hosts.yolov5 import is_registered
 
 REPO = Path(__file__).resolve().parents[1]
 COCO128 = Path(os.environ.get('COCO128', REPO.parent / 'shared' / 'datasets' / 'coco128'))
@@ -36,7 +36,7 @@ PARITY_CONFIGS = ['yolov5-mnv4-conv-s.yaml', 'yolov5-mnv4-hybrid-m.yaml', 'yolov
 
 
 def _tensorflow():
-    from yolov5_mnv4.edge import import_tensorflow
+    from yolov5_mnv4.export.tflite import import_tensorflow
     try:
         tf = import_tensorflow()
     except ImportError as err:
@@ -69,7 +69,7 @@ SCORE_BOUND = 5e-4  # max abs error of the scores, which lie in [0, 1]
 def assert_detector_close(got, ref, what):
     """A detector's outputs (PyTorch layout) within the fp32 bounds: boxes against their own scale,
     scores absolutely (mixed, the pixel-sized boxes would hide any score error). Returns both errors."""
-    from yolov5_mnv4.export import detection_errors
+    from yolov5_mnv4.cli.export import detection_errors
     boxes, scores = detection_errors(got, ref)
     assert boxes <= BOX_BOUND and scores <= SCORE_BOUND, \
         f'{what}: boxes off by {boxes:.3g} of their scale (bound {BOX_BOUND}), scores by {scores:.3g} (bound {SCORE_BOUND})'
@@ -85,7 +85,7 @@ BRANCH_BOUND = 1e-4  # max abs error of each attention branch (y - x of an MQA b
 def torch_stages(variant, weights, x):
     """All five stages of `variant`, perturbed (every BN, bias and layer scale off its default), and with
     `weights='peaked'` their attention peaked on `x` too. Unfused: the Keras stage fuses a copy."""
-    from yolov5_mnv4.integration import MobileNetV4Stage
+    from yolov5_mnv4.hosts.yolov5 import MobileNetV4Stage
     from yolov5_mnv4.specs import get_variant
 
     widths = get_variant(variant).stage_out_channels()
@@ -104,7 +104,7 @@ def keras_stage_errors(tf, variant, weights):
     PyTorch block fed the same input), errors relative to the compared tensor's own size."""
     from yolov5_mnv4.attention import MobileMultiQueryAttention
     from yolov5_mnv4.model import fuse_blocks
-    from yolov5_mnv4.tf_layers import TFMobileNetV4Stage
+    from yolov5_mnv4.hosts.yolov5_keras import TFMobileNetV4Stage
 
     x = torch.rand(1, 3, 96, 160, generator=torch.Generator().manual_seed(1))  # /32 is 3x5: odd sizes
     stages = torch_stages(variant, weights, x)
@@ -153,8 +153,8 @@ def test_keras_stage_bounds_reject_each_broken_copy(tf, bug, monkeypatch):
 
 
 def test_keras_stage_refuses_another_stage(tf):
-    from yolov5_mnv4.integration import MobileNetV4Stage
-    from yolov5_mnv4.tf_layers import TFMobileNetV4Stage
+    from yolov5_mnv4.hosts.yolov5 import MobileNetV4Stage
+    from yolov5_mnv4.hosts.yolov5_keras import TFMobileNetV4Stage
 
     stage = MobileNetV4Stage(3, 32, 'conv_small', 0)
     with pytest.raises(ValueError, match=r"TFMobileNetV4Stage\('conv_medium', 0\) got the PyTorch stage"):
@@ -166,7 +166,7 @@ def test_models_tf_is_registered_when_imported_after_models_yolo(tf, yolo):
 
     import models.tf
     assert is_registered(models.tf)
-    assert models.tf.TFMobileNetV4Stage.__module__ == 'yolov5_mnv4.tf_layers'
+    assert models.tf.TFMobileNetV4Stage.__module__ == 'yolov5_mnv4.hosts.yolov5_keras'
     relu = models.tf.activations(nn.ReLU())
     assert relu is tf.nn.relu
     with pytest.raises(Exception, match='no matching TensorFlow activation'):
@@ -181,10 +181,10 @@ def test_pypi_yolov5_package_registers_models_tf(tf, offline, tmp_path, keras):
     code = f'''
 import numpy as np, torch, yolov5_mnv4
 from yolov5.models.yolo import DetectionModel
-from yolov5_mnv4.edge import import_tensorflow, to_torch_layout
+from yolov5_mnv4.export.tflite import import_tensorflow, to_torch_layout
 import_tensorflow()
 import yolov5.models.tf as tfm
-from yolov5_mnv4.integration import is_registered
+from yolov5_mnv4.hosts.yolov5 import is_registered
 assert is_registered(tfm)
 m = DetectionModel({str(REPO / 'models' / 'yolov5-mnv4-hybrid-m.yaml')!r}).eval().fuse()
 m.model[-1].inplace = False
@@ -198,7 +198,7 @@ print('max abs', np.abs(got - ref).max(), 'scale', np.abs(ref).max())
 assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
 '''
     legacy = {'TF_USE_LEGACY_KERAS': '1' if keras == 'tf-keras' else '0'}
-    result = subprocess.run([sys.executable, '-c', code + 'from yolov5_mnv4.tf_layers import keras\n'
+    result = subprocess.run([sys.executable, '-c', code + 'from yolov5_mnv4.hosts.yolov5_keras import keras\n'
                              f'assert keras.layers.Layer.__module__.startswith("tf_keras") == {keras == "tf-keras"}\n'], cwd=tmp_path,
                             env={**os.environ, **offline, **legacy}, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -210,7 +210,7 @@ def test_per_tensor_int8_gets_its_measured_cost_logged(tf, yolo, monkeypatch, ca
     import logging
 
     import models.tf
-    from yolov5_mnv4.integration import PER_TENSOR_NOTE
+    from yolov5_mnv4.hosts.yolov5 import PER_TENSOR_NOTE
     monkeypatch.setattr(models.tf, 'LOGGER', logging.getLogger('yolov5_mnv4.test'), raising=False)
     model = yolo.DetectionModel(str(REPO / 'models' / 'yolov5-mnv4-conv-s.yaml')).eval().fuse().requires_grad_(False)
     for argv, noted in ((['export.py', '--int8'], False), (['export.py', '--int8', '--per-tensor'], True)):
@@ -269,7 +269,7 @@ def test_export_writes_every_tf_format(exported):
 
 
 def test_savedmodel_graphdef_and_tflite_fp32_equal_pytorch(exported, tmp_path):
-    from yolov5_mnv4.edge import GraphDef, SavedModel, TFLiteModel, fp32_tflite_from_saved_model, to_torch_layout
+    from yolov5_mnv4.export.tflite import GraphDef, SavedModel, TFLiteModel, fp32_tflite_from_saved_model, to_torch_layout
 
     cfg, weights, model = exported
     detect = model.model[-1]
@@ -288,8 +288,8 @@ def test_savedmodel_graphdef_and_tflite_fp32_equal_pytorch(exported, tmp_path):
 
 def keras_detector_outputs(model, images, size=IMG):
     """The Keras copy of `model` that export.py builds (models/tf.py's TFModel), in PyTorch's layout."""
-    from yolov5_mnv4.edge import to_torch_layout
-    from yolov5_mnv4.export import keras_detector
+    from yolov5_mnv4.export.tflite import to_torch_layout
+    from yolov5_mnv4.cli.export import keras_detector
     detect = model.model[-1]
     keras_model = keras_detector(model, (size, size))
     return np.concatenate([to_torch_layout(keras_model(im[None]).numpy(), detect.stride, detect.na, (size, size))
@@ -339,7 +339,7 @@ def test_detector_parity_bounds_reject_each_broken_copy(tf, detectors, clean_ker
 
 
 def test_stock_fp16_tflite_is_close_to_pytorch(exported):
-    from yolov5_mnv4.edge import TFLiteModel, to_torch_layout
+    from yolov5_mnv4.export.tflite import TFLiteModel, to_torch_layout
 
     cfg, weights, model = exported
     detect = model.model[-1]
@@ -365,7 +365,7 @@ def test_nms_export_runs(exported, yolov5_dir, offline, tmp_path):
     exports need Keras 2, tf-keras with TF_USE_LEGACY_KERAS=1; our layers run on both Kerases.
     --agnostic-nms only swaps YOLOv5's own NMS layer after ours (passed here until 2026-11-30; left
     out since to keep the suite inside CI's time)."""
-    from yolov5_mnv4.edge import SavedModel
+    from yolov5_mnv4.export.tflite import SavedModel
 
     _, weights, _ = exported
     for flag in ('--nms',):
@@ -392,7 +392,7 @@ def int8_export(tf, yolo, yolov5_dir, offline, tmp_path_factory):
     calibrated on coco128 train; without edgetpu_compiler (none here), EdgeTPU's step must fail
     after the int8 model is written. PATH is emptied so that YOLOv5's attempt to install the compiler
     (curl, apt-get) cannot touch this machine."""
-    from yolov5_mnv4.demo import prepare_data
+    from yolov5_mnv4.cli.demo import prepare_data
     work = tmp_path_factory.mktemp('int8')
     data_yaml, _ = prepare_data(coco(), yolov5_dir, work)
     weights = work / 'model.pt'
@@ -408,7 +408,7 @@ def int8_export(tf, yolo, yolov5_dir, offline, tmp_path_factory):
 
 def score_snr_db(outputs, refs, detect, size):
     """Per level, the scores' signal-to-noise (dB) of `outputs` against `refs` (parity.score_snr_db)."""
-    from yolov5_mnv4.parity import score_snr_db as snr
+    from yolov5_mnv4.export.parity import score_snr_db as snr
     return snr(outputs, refs, detect.stride, detect.na, (size, size))
 
 
@@ -418,7 +418,7 @@ INT8_SCORE_SNR_DB = 16.0  # every level; measured 24.2 / 24.2 / 24.7 dB, 'same-p
 def check_int8_fidelity(outputs, refs, detect, what):
     """The int8 test's bounds on the trained Conv-S-ReLU detector at IMG, against its fp32 TFLite."""
     snr = score_snr_db(outputs, refs, detect, IMG)
-    from yolov5_mnv4.parity import detection_agreement
+    from yolov5_mnv4.export.parity import detection_agreement
     recall, precision, ref_boxes = detection_agreement(outputs, refs)
     score_error = float(np.abs(outputs[..., 4:] - refs[..., 4:]).mean())
     print(f'{what} vs fp32 TFLite on {len(refs)} val images of {coco().name} at {IMG}: score SNR per level '
@@ -436,7 +436,7 @@ def check_int8_fidelity(outputs, refs, detect, what):
 def int8_reference(int8_export, tmp_path_factory):
     """The trained detector (fused PyTorch), the val images and the outputs of its fp32 TFLite."""
     from models.experimental import attempt_load
-    from yolov5_mnv4.edge import TFLiteModel, fp32_tflite_from_saved_model, to_torch_layout
+    from yolov5_mnv4.export.tflite import TFLiteModel, fp32_tflite_from_saved_model, to_torch_layout
     weights, _, _ = int8_export
     model = attempt_load(weights, device='cpu', fuse=True).eval()
     detect = model.model[-1]
@@ -448,7 +448,7 @@ def int8_reference(int8_export, tmp_path_factory):
 
 
 def test_int8_tflite_agrees_with_fp32_tflite(int8_export, int8_reference):
-    from yolov5_mnv4.edge import TFLiteModel, to_torch_layout
+    from yolov5_mnv4.export.tflite import TFLiteModel, to_torch_layout
 
     weights, _, log = int8_export
     assert 'TensorFlow Lite: export success' in log.replace('\x1b[34m\x1b[1m', '').replace('\x1b[0m', '')
@@ -538,7 +538,7 @@ HYBRID_SCORE_SNR_DB = (20.0, 17.0, 8.0)
 def hybrid_int8(tf, yolo, yolov5_dir, offline, tmp_path_factory):
     """`yolov5-mnv4-export --include tflite --int8` of a Hybrid-M detector with peaked attention, at
     320, calibrated on the shipped images (always those: the bounds were measured on them)."""
-    from yolov5_mnv4.demo import prepare_data
+    from yolov5_mnv4.cli.demo import prepare_data
     work = tmp_path_factory.mktemp('hybrid-int8')
     data_yaml, _ = prepare_data(COCO64, yolov5_dir, work)
     weights = save_detector_checkpoint(yolo, yolov5_dir / 'models' / 'mnv4' / 'yolov5-mnv4-hybrid-m.yaml',
@@ -553,8 +553,8 @@ def hybrid_int8(tf, yolo, yolov5_dir, offline, tmp_path_factory):
 
 
 def test_hybrid_int8_keeps_the_attention_in_float_inside_xnnpack(hybrid_int8):
-    from yolov5_mnv4.edge import TFLiteModel
-    from yolov5_mnv4.tflite_int8 import op_types, xnnpack_partitions
+    from yolov5_mnv4.export.tflite import TFLiteModel
+    from yolov5_mnv4.export.tflite_int8 import op_types, xnnpack_partitions
 
     weights, _, log = hybrid_int8
     model = TFLiteModel(weights.with_name('best-int8.tflite'))
@@ -587,7 +587,7 @@ def hybrid_reference(hybrid_int8):
 
 
 def test_hybrid_int8_agrees_with_fp32(hybrid_int8, hybrid_reference):
-    from yolov5_mnv4.edge import TFLiteModel, to_torch_layout
+    from yolov5_mnv4.export.tflite import TFLiteModel, to_torch_layout
 
     weights, _, _ = hybrid_int8
     model, images, refs = hybrid_reference

@@ -16,7 +16,7 @@ import yaml
 from helpers import (assert_input_dependent, calibrate_batchnorm_, fusion_and_wrong_fold, output_errors, peak_attention_,
                      perturb_, real_images, require)
 from test_yolov5 import _run
-from yolov5_mnv4.integration import MobileNetV4Stage
+from yolov5_mnv4.hosts.yolov5 import MobileNetV4Stage
 
 REPO = Path(__file__).resolve().parents[1]
 PARITY_BOUND = 1e-4  # boxes relative to the largest coordinate, scores absolute (helpers.output_errors)
@@ -124,7 +124,7 @@ sys.path.insert(0, {str(yolov5_dir)!r})
 import models.yolo as checkout
 import yolov5_mnv4
 import yolov5.models.yolo as pypi
-from yolov5_mnv4.integration import is_registered
+from yolov5_mnv4.hosts.yolov5 import is_registered
 assert is_registered(checkout) and is_registered(pypi) and checkout.Conv is not pypi.Conv
 counts = [sum(p.numel() for p in tree.DetectionModel({str(CONV_S)!r}).parameters())
           for tree in (checkout, pypi, checkout, pypi)]
@@ -140,7 +140,7 @@ def test_reloaded_models_yolo_is_registered_again(yolov5_dir, offline, tmp_path)
 import importlib, sys
 sys.path.insert(0, {str(yolov5_dir)!r})
 import models.yolo
-from yolov5_mnv4.integration import is_registered
+from yolov5_mnv4.hosts.yolov5 import is_registered
 first = models.yolo.parse_model
 importlib.reload(models.yolo)
 assert models.yolo.parse_model is not first and is_registered(models.yolo)

@@ -28,7 +28,7 @@ if os.environ.get('MNV4_REQUIRE_ULTRALYTICS') == '1':
 else:
     pytest.importorskip('ultralytics', reason='the Ultralytics package is not installed (pip install ultralytics)')
 
-from yolov5_mnv4 import ultralytics_host  # noqa: E402
+from yolov5_mnv4.hosts import ultralytics as ultralytics_host  # noqa: E402
 from yolov5_mnv4.specs import get_variant  # noqa: E402
 
 CONFIGS = sorted(p.name for p in ultralytics_host.config_folder().glob('*.yaml'))
@@ -128,7 +128,7 @@ def test_fuse_keeps_outputs_with_peaked_attention(tasks):
 def test_pretrained_timm_weights_survive_initialize_weights(tasks, tmp_path):
     timm = require('timm')
     from yolov5_mnv4.pretrained import TIMM_BN_EPS
-    from yolov5_mnv4.rows import with_pretrained
+    from yolov5_mnv4.hosts.rows import with_pretrained
     from safetensors.torch import save_file
     reference = perturb_(timm.create_model('mobilenetv4_conv_small', pretrained=False), seed=7).eval()
     source = tmp_path / 'mnv4s.safetensors'

@@ -16,7 +16,7 @@ import torch
 from helpers import pristine_copy, run_side_by_side, val_rows
 from smoke import COMPARE_ONNX
 from test_golden import GOLDEN, close, stored_output
-from yolov5_mnv4.demo import prepare_data
+from yolov5_mnv4.cli.demo import prepare_data
 from yolov5_mnv4.resources import embedded_dataset
 
 IMG = 160

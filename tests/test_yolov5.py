@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from helpers import keeping_default_act
-from yolov5_mnv4.integration import MobileNetV4Stage, expand_backbone_rows
+from yolov5_mnv4.hosts.yolov5 import MobileNetV4Stage, expand_backbone_rows
 from yolov5_mnv4.resources import VARIANT_CONFIGS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,7 +145,7 @@ torch.load('ckpt.pt', weights_only=False)
 '''
     result = _run(blocked, tmp_path, offline)
     assert result.returncode != 0
-    assert 'yolov5-mnv4 is not installed here' in result.stderr
+    assert 'yolov5-mnv4 0.3.0 or later is not installed here (pip install /path/to/yolov5-mnv4)' in result.stderr
     assert "yolov5_mnv4" in result.stderr.splitlines()[-1]
 
 
@@ -160,10 +160,10 @@ def test_tensorflow_is_imported_only_for_the_tf_exports(yolov5_dir, offline, tmp
     code = f'''
 import sys, torch
 sys.path.insert(0, {str(yolov5_dir)!r})
-import yolov5_mnv4, yolov5_mnv4.edge
+import yolov5_mnv4, yolov5_mnv4.export.tflite
 from models.yolo import DetectionModel
 DetectionModel({str(REPO / 'models' / 'yolov5-mnv4-hybrid-m.yaml')!r}).eval().fuse()
-assert 'tensorflow' not in sys.modules and 'yolov5_mnv4.tf_layers' not in sys.modules, 'imported TensorFlow'
+assert 'tensorflow' not in sys.modules and 'yolov5_mnv4.hosts.yolov5_keras' not in sys.modules, 'imported TensorFlow'
 print('no tensorflow')
 '''
     result = _run(code, tmp_path, offline)

@@ -4,7 +4,7 @@ an sdist build or a zip), never through paths relative to the repository:
     configs/               the YOLOv5 configs; in a checkout a link to the repository's models/,
                            where they are edited; builds copy the files in
     configs/ultralytics/   the configs for the Ultralytics package (YOLOv5u, YOLO11, YOLO26 heads)
-    shipped_configs.txt    sha256 of every config version the plugin has shipped (apply.py)
+    shipped_configs.txt    sha256 of every config version the plugin has shipped (hosts/yolov5_tree.py)
     data/coco8/            the embedded dataset (8 train + 4 val COCO images), for the demo
 """
 import functools

@@ -14,7 +14,7 @@ compresses well (xz). Data: the embedded coco8 with its labels folded onto 3 cla
 
 `--ultralytics` makes the Ultralytics-package golden file the same way, with the package's own trainer:
 yolo11n-mnv4-conv-s, one epoch from a ternary start with everything but the Detect frozen; its pickle
-names `yolov5_mnv4.ultralytics_host.MobileNetV4Stage`. Beside it, the fused model's outputs on the
+names `yolov5_mnv4.hosts.ultralytics.MobileNetV4Stage`. Beside it, the fused model's outputs on the
 fixed random input and those of the model made input-dependent on two real images.
 
 A golden model's own outputs barely depend on its input (its BatchNorm statistics and layer scales are
@@ -37,8 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for helpers when run as a script
 from helpers import input_dependent_, perturb_, real_images, write_checkpoint  # noqa: E402
-from yolov5_mnv4.demo import write_data_yaml  # noqa: E402
-from yolov5_mnv4.offline import offline_env  # noqa: E402
+from yolov5_mnv4.cli.demo import write_data_yaml  # noqa: E402
+from yolov5_mnv4.hosts.offline import offline_env  # noqa: E402
 from yolov5_mnv4.resources import embedded_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,7 +105,7 @@ def make_ultralytics_golden():
     from ultralytics import YOLO
     from ultralytics.nn.tasks import DetectionModel
 
-    from yolov5_mnv4.ultralytics_host import data_yaml
+    from yolov5_mnv4.hosts.ultralytics import data_yaml
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = data_yaml(three_class_data(work).parent / 'coco8-3', work / 'u')

@@ -7,7 +7,7 @@ hook or the configs; tests/test_apply.py checks that the patches still equal the
 import sys
 from pathlib import Path
 
-from yolov5_mnv4.apply import patch_for
+from yolov5_mnv4.hosts.yolov5_tree import patch_for
 
 PATCHES = Path(__file__).resolve().parents[2] / 'patches'
 

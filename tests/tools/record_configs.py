@@ -8,7 +8,7 @@ tree only when its bytes are one of them, so a file a user edited is never lost.
 import sys
 from pathlib import Path
 
-from yolov5_mnv4.apply import config_digest, shipped_configs
+from yolov5_mnv4.hosts.yolov5_tree import config_digest, shipped_configs
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_SOURCE = REPO / 'models'  # where the configs are edited

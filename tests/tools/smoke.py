@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Smoke-run the stock YOLOv5 scripts on an MNv4 config, offline, on CPU: the demo's steps
-(yolov5_mnv4.demo: train -> val -> detect -> export TorchScript and ONNX), then ONNX Runtime vs
+(yolov5_mnv4.cli.demo: train -> val -> detect -> export TorchScript and ONNX), then ONNX Runtime vs
 PyTorch on the best.pt in a fresh process, and a fine-tune from best.pt without --cfg.
 
     python tests/tools/smoke.py --yolov5 .cache/yolov5-v7.0 --data ../shared/datasets/coco128
@@ -13,8 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from yolov5_mnv4.demo import Runner, add_run_arguments, check, prepare_data, train_val_detect_export, work_folder
-from yolov5_mnv4.offline import offline_env
+from yolov5_mnv4.cli.demo import Runner, add_run_arguments, check, prepare_data, train_val_detect_export, work_folder
+from yolov5_mnv4.hosts.offline import offline_env
 from yolov5_mnv4.resources import embedded_dataset
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from make_task_data import make_classify, make_seg
 from smoke import COMPARE_ONNX
-from yolov5_mnv4.demo import Runner, check, coco_names, work_folder, write_data_yaml
-from yolov5_mnv4.offline import offline_env
+from yolov5_mnv4.cli.demo import Runner, check, coco_names, work_folder, write_data_yaml
+from yolov5_mnv4.hosts.offline import offline_env
 from yolov5_mnv4.resources import embedded_dataset
 
 TESTS = Path(__file__).resolve().parents[1]

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from yolov5_mnv4.demo import Runner, check, prepare_data, work_folder
-from yolov5_mnv4.offline import offline_env
+from yolov5_mnv4.cli.demo import Runner, check, prepare_data, work_folder
+from yolov5_mnv4.hosts.offline import offline_env
 from yolov5_mnv4.resources import embedded_dataset
 
 # train.py with a callback that stops the run once epoch 0's last.pt is saved, as a Ctrl-C would.

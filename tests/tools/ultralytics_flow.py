@@ -30,7 +30,7 @@ SAFE_ENV = {'ULTRALYTICS_SAFE_LOAD': '1'}
 
 
 def offline_env(**extra):
-    from yolov5_mnv4.offline import offline_env as base
+    from yolov5_mnv4.hosts.offline import offline_env as base
     env = base()
     env.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)  # safe loading means weights_only loads
     env.update(extra)
@@ -40,7 +40,7 @@ def offline_env(**extra):
 def prepare_data(work):
     """The embedded images as the package's data YAML, and the first two val images."""
     from yolov5_mnv4.resources import embedded_dataset
-    from yolov5_mnv4.ultralytics_host import data_yaml
+    from yolov5_mnv4.hosts.ultralytics import data_yaml
     data = data_yaml(embedded_dataset(), work)
     return data, sorted((work / 'dataset' / 'images' / 'val2017').glob('*.jpg'))[:2]
 
@@ -177,7 +177,7 @@ def export_parity(args, best, images, data):
     import yolov5_mnv4  # noqa: F401
     from ultralytics import YOLO
     from ultralytics.nn.autobackend import AutoBackend
-    from yolov5_mnv4.edge import level_snr_db
+    from yolov5_mnv4.export.tflite import level_snr_db
 
     def output(backend, x):
         y = backend(x)

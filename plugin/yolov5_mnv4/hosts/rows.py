@@ -6,7 +6,7 @@ once expanded. Each host module turns the rows it finds here into layers its own
 import copy
 import difflib
 
-from .specs import get_variant
+from ..specs import get_variant
 
 # Backbone row names accepted in YAML; 'MobileNetV4' takes the variant as its first argument.
 BACKBONE_ROWS = {

@@ -3,9 +3,9 @@ Each host module subclasses it with the little its own model code needs (see int
 ultralytics_host.py); this module knows no host."""
 import torch.nn as nn
 
-from .model import build_stage, to_channels_last
-from .pretrained import load_stage_weights
-from .specs import get_variant
+from ..model import build_stage, to_channels_last
+from ..pretrained import load_stage_weights
+from ..specs import get_variant
 
 
 class BackboneStage(nn.Sequential):

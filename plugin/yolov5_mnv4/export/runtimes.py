@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .resources import install_hint
+from ..resources import install_hint
 
 FORMATS = ('ncnn', 'mnn', 'executorch')
 EXTRA = {'ncnn': 'ncnn', 'mnn': 'mnn', 'executorch': 'executorch'}  # setup.cfg extra per format

@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import __version__
-from .apply import applied_version
+from .. import __version__
+from ..hosts.yolov5_tree import applied_version
 
 # (what a user knows it as, import name, distribution name)
 RUNTIMES = (

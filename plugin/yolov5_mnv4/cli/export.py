@@ -26,11 +26,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__
-from . import runtimes
+from .. import __version__
+from ..export import runtimes
+from ..export.parity import detection_errors
+from ..resources import install_hint
 from .convert import find_yolov5_tree
-from .parity import detection_errors
-from .resources import install_hint
 
 PROG = 'yolov5-mnv4-export'
 CALIBRATION_IMAGES = 100
@@ -51,7 +51,7 @@ def load_detector(weights):
 
 def keras_detector(model, imgsz):
     """YOLOv5's Keras copy of `model` (models/tf.py's TFModel, as export.py builds it), batch 1, NHWC."""
-    from .edge import import_tensorflow
+    from ..export.tflite import import_tensorflow
     tf = import_tensorflow()
     from models.tf import TFModel
     model.requires_grad_(False)  # models/tf.py reads weights with .numpy()
@@ -88,8 +88,8 @@ def calibration_images(data, imgsz, n=CALIBRATION_IMAGES, layout='NHWC'):
 
 def parity_report(path, keras_model, images, strides, anchors):
     """Lines: per output level, signal-to-noise of the .tflite against the fp32 Keras model."""
-    from .edge import TFLiteModel, level_snr_db
-    from .tflite_int8 import op_types, xnnpack_partitions
+    from ..export.tflite import TFLiteModel, level_snr_db
+    from ..export.tflite_int8 import op_types, xnnpack_partitions
     model = TFLiteModel(path)
     lines = []
     for name, im in images.items():
@@ -109,8 +109,8 @@ def parity_report(path, keras_model, images, strides, anchors):
 def export_tflite(model, weights, imgsz, int8, data, float_blocks=False):
     import numpy as np
 
-    from .edge import import_tensorflow
-    from .tflite_int8 import ATTENTION_NODES, int8_tflite
+    from ..export.tflite import import_tensorflow
+    from ..export.tflite_int8 import ATTENTION_NODES, int8_tflite
     tf = import_tensorflow()
     keras_model = keras_detector(model, imgsz)
     if int8:
@@ -186,7 +186,7 @@ def parity_images(imgsz):
     import numpy as np
     from utils.dataloaders import LoadImages
 
-    from .resources import embedded_dataset
+    from ..resources import embedded_dataset
     first = sorted((embedded_dataset() / 'images' / 'val2017').glob('*.jpg'))[0]
     _, im, *_ = next(iter(LoadImages(str(first), img_size=imgsz, auto=False)))
     return {'real': im[None].astype(np.float32) / 255,
@@ -197,7 +197,7 @@ def int8_parity(net, runner, detect, data, imgsz, n=INT8_PARITY_IMAGES):
     """One line: the int8 export against the fused fp32 PyTorch model on the data's first val images."""
     import torch
 
-    from .parity import int8_report
+    from ..export.parity import int8_report
     images = dataset_images(data, 'val', imgsz, n)
     with torch.no_grad():
         refs = [net(torch.from_numpy(im)).numpy()[0] for im in images]
@@ -259,7 +259,7 @@ def require_formats(formats, prog):
     for fmt in formats:
         if fmt == 'tflite':
             try:
-                from .edge import import_tensorflow
+                from ..export.tflite import import_tensorflow
                 import_tensorflow()
             except ImportError as err:
                 raise SystemExit(f'{prog}: TFLite export needs TensorFlow ({err}): {install_hint("tflite")}')
@@ -274,7 +274,7 @@ def main(argv=None, prog=PROG):
     args = parse_args(argv, prog)
     tree = find_yolov5_tree(args.yolov5, prog)
     require_formats(args.include, prog)
-    from .offline import set_offline_defaults
+    from ..hosts.offline import set_offline_defaults
     set_offline_defaults()  # the user's own settings win
     sys.path.insert(0, str(tree))
     weights = args.weights.resolve()

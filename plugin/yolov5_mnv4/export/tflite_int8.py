@@ -1,6 +1,6 @@
 """Int8 TFLite models whose attention stays in float: every conv int8, the attention's matmuls and
 softmax fp32. Knows no host: it takes a TFLite converter of the float model (YOLOv5's Keras model, built as
-export.py builds it in `yolov5_mnv4.export`, or its SavedModel) and calibration images.
+export.py builds it in `yolov5_mnv4.cli.export`, or its SavedModel) and calibration images.
 
 Why: in ai-edge-litert's XNNPACK, BATCH_MATMUL with two non-constant inputs, SOFTMAX and GELU
 have no int8 kernel. A full-integer hybrid (what `export.py --int8` writes) therefore leaves
@@ -26,7 +26,7 @@ def int8_tflite(converter, calibration, float_ops=FLOAT_OPS, io_type='uint8', fl
     [0, 1]); ops of the types in `float_ops`, and nodes whose names contain one of `float_nodes`,
     stay fp32. `float_ops=()` gives the full-integer model that `export.py --int8` writes.
     `io_type`: 'uint8' (export.py's), 'int8' or 'float32'."""
-    from .edge import import_tensorflow
+    from .tflite import import_tensorflow
     tf = import_tensorflow()
     from tensorflow.lite.python import convert  # the MLIR quantizer: no public entry takes a denylist
 
@@ -47,7 +47,7 @@ def int8_tflite(converter, calibration, float_ops=FLOAT_OPS, io_type='uint8', fl
 
 def node_names(content, parts):
     """Names of the output tensors of a .tflite's nodes whose names contain one of `parts`."""
-    from .edge import tflite_interpreter_class
+    from .tflite import tflite_interpreter_class
     interpreter = tflite_interpreter_class()(model_content=content)
     names = {t['index']: t['name'] for t in interpreter.get_tensor_details()}
     return [names[op['outputs'][0]] for op in interpreter._get_ops_details()

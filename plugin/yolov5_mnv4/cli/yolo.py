@@ -9,7 +9,7 @@ the same by importing `yolov5_mnv4` before it builds a model.
 import importlib.util
 import sys
 
-from .resources import install_hint
+from ..resources import install_hint
 
 
 def main(argv=None, prog='yolov5-mnv4 yolo'):

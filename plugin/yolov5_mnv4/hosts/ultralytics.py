@@ -1,5 +1,5 @@
 """The one module that patches the Ultralytics package (`ultralytics.nn.tasks`) at run time: the
-second host, beside integration.py for YOLOv5. `register(tasks)` runs when `ultralytics.nn.tasks` is
+second host, beside hosts/yolov5.py for YOLOv5. `register(tasks)` runs when `ultralytics.nn.tasks` is
 imported after `import yolov5_mnv4` (or right away if it already was), when a checkpoint holding our
 stages is unpickled, and under `yolov5-mnv4 yolo ...` (the package's `yolo` command with the plugin
 loaded). It copies no Ultralytics code and adds no name to `tasks`:
@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..model import fuse_blocks, is_fused, stage_input_channels
 from .import_hook import register_if_loaded
-from .model import fuse_blocks, is_fused, stage_input_channels
 from .rows import expand_stage_rows
 from .stage import BackboneStage, load_pretrained_backbones
 
@@ -54,7 +54,7 @@ class MobileNetV4Stage(BackboneStage):
 
 def config_folder():
     """The folder of the Ultralytics-package configs shipped with the plugin."""
-    from .resources import ultralytics_configs
+    from ..resources import ultralytics_configs
     return ultralytics_configs()
 
 
@@ -115,10 +115,15 @@ def is_registered(tasks):
     return getattr(getattr(tasks, 'parse_model', None), '_mnv4_wraps', None) is not None
 
 
+# The path under which releases before 0.3.0 pickled the stage (yolov5_mnv4._moved)
+PICKLED_BEFORE_0_3 = 'yolov5_mnv4.ultralytics_host.MobileNetV4Stage'
+
+
 def safe_classes():
-    """Every class of ours that a checkpoint of an Ultralytics-package model pickles."""
-    from . import attention, blocks, layers
-    classes = [MobileNetV4Stage]
+    """Every class of ours that a checkpoint of an Ultralytics-package model pickles, for
+    `add_safe_globals`: the stage also under the path that releases before 0.3.0 pickled."""
+    from .. import attention, blocks, layers
+    classes = [MobileNetV4Stage, (MobileNetV4Stage, PICKLED_BEFORE_0_3)]
     for module in (attention, blocks, layers):
         classes += [obj for obj in vars(module).values()
                     if isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__]

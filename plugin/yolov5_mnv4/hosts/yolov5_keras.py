@@ -17,10 +17,10 @@ import tensorflow as tf
 import torch.nn as nn
 from tensorflow import keras
 
-from .attention import MobileMultiQueryAttention
-from .blocks import FusedInvertedBottleneck, UniversalInvertedBottleneck
-from .layers import FOLDABLE_NORMS, ConvBNAct
-from .model import fuse_blocks
+from ..attention import MobileMultiQueryAttention
+from ..blocks import FusedInvertedBottleneck, UniversalInvertedBottleneck
+from ..layers import ConvBNAct, FOLDABLE_NORMS
+from ..model import fuse_blocks
 
 
 def _array(tensor):

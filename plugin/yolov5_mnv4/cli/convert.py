@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import __version__, resources
-from .integration import YOLOV5_BN_EPS
-from .rows import STAGES_PER_ROW, backbone_row, with_pretrained
-from .pretrained import rescale_bn_for_eps
+from .. import __version__, resources
+from ..hosts.rows import STAGES_PER_ROW, backbone_row, with_pretrained
+from ..hosts.yolov5 import YOLOV5_BN_EPS
+from ..pretrained import rescale_bn_for_eps
 
 
 def build_pretrained_model(yolo, cfg, source):
@@ -94,8 +94,8 @@ def main(argv=None, prog='yolov5-mnv4-convert'):
     args = parser.parse_args(argv)
     tree = find_yolov5_tree(args.yolov5, prog)
     cfg = find_config(args.cfg, tree)
-    from .integration import register
-    from .offline import set_offline_defaults
+    from ..hosts.offline import set_offline_defaults
+    from ..hosts.yolov5 import register
     set_offline_defaults()  # the user's own settings win
     sys.path.insert(0, str(tree))
     import models.yolo

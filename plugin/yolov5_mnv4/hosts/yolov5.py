@@ -50,8 +50,8 @@ import sys
 import torch
 import torch.nn as nn
 
+from ..model import fuse_blocks
 from .import_hook import register_if_loaded, register_on_import
-from .model import fuse_blocks
 from .rows import STAGE_MODULE, expand_stage_rows
 from .stage import BackboneStage, load_pretrained_backbones
 
@@ -222,7 +222,7 @@ def register_tf(tf_module):
     missing = [name for name in ('parse_model', 'activations', 'TFModel', 'Conv') if not hasattr(tf_module, name)]
     if missing:
         raise RuntimeError(f'unsupported YOLOv5 version: {tf_module.__name__} has no {", ".join(missing)}')
-    from . import tf_layers
+    from . import yolov5_keras as tf_layers
 
     original_parse, original_activations = tf_module.parse_model, tf_module.activations
 

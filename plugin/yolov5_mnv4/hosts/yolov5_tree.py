@@ -1,10 +1,7 @@
-"""Register the plugin in a YOLOv5 checkout, or take it out again (`--revert`).
+"""A YOLOv5 checkout, as the plugin patches it: what it is (`check_tree`, `applied_version`), the hook
+block and configs that applying writes, and `apply` / `revert` (the command: yolov5_mnv4.cli.apply).
 
-    yolov5-mnv4-apply /path/to/yolov5            # or: python scripts/apply.py /path/to/yolov5
-    yolov5-mnv4-apply /path/to/yolov5 --revert
-    yolov5-mnv4-apply /path/to/yolov5 --force    # also replace configs you edited, saving a .bak copy
-
-Applying adds one hook block to `models/yolo.py` (it calls `yolov5_mnv4.integration.register`) and
+Applying adds one hook block to `models/yolo.py` (it calls `yolov5_mnv4.hosts.yolov5.register`) and
 copies the configs to `models/mnv4/`, where `--cfg yolov5_mobilenetv4.yaml` finds them. It is
 idempotent; `--revert` restores the tree byte for byte. Everything is checked before anything is
 written, and a failed write rolls back, so a refusal leaves the tree as it was.
@@ -14,16 +11,28 @@ are a version the plugin shipped (shipped_configs.txt). One that differs (edited
 user's own file under one of our names) is kept and named; `--force` replaces it on apply after
 saving it as `<name>.bak` beside it.
 """
-import argparse
 import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, resources
+from .. import __version__, resources
 
 HOOK_BEGIN = '# yolov5-mnv4 begin'
 HOOK = '''# yolov5-mnv4 begin: register the MobileNetV4 backbones (yolov5-mnv4 {version}; `yolov5-mnv4-apply --revert` removes this block)
+try:
+    from yolov5_mnv4.hosts import yolov5 as _mnv4
+except ModuleNotFoundError as _mnv4_missing:
+    if not (_mnv4_missing.name or '').startswith('yolov5_mnv4'):
+        raise
+    LOGGER.warning('yolov5-mnv4 0.3.0 or later is not installed here (pip install /path/to/yolov5-mnv4): MobileNetV4 configs will not build')
+else:
+    _mnv4.register(sys.modules[__name__])
+# yolov5-mnv4 end
+'''.format(version=__version__)
+# Hook blocks that earlier versions wrote, by version: applying replaces them, --revert removes them.
+# Verbatim, not derived from HOOK: they are the bytes those versions put into users' trees.
+EARLIER_HOOKS = {'0.2.0': '''# yolov5-mnv4 begin: register the MobileNetV4 backbones (yolov5-mnv4 0.2.0; `yolov5-mnv4-apply --revert` removes this block)
 try:
     from yolov5_mnv4 import integration as _mnv4
 except ModuleNotFoundError as _mnv4_missing:
@@ -33,10 +42,7 @@ except ModuleNotFoundError as _mnv4_missing:
 else:
     _mnv4.register(sys.modules[__name__])
 # yolov5-mnv4 end
-'''.format(version=__version__)
-# Hook blocks that earlier versions wrote, by version: applying replaces them, --revert removes them.
-# Verbatim, not derived from HOOK: they are the bytes those versions put into users' trees.
-EARLIER_HOOKS = {'0.1.0': '''# yolov5-mnv4 begin: register the MobileNetV4 backbones (`yolov5-mnv4-apply --revert` removes this block)
+''', '0.1.0': '''# yolov5-mnv4 begin: register the MobileNetV4 backbones (`yolov5-mnv4-apply --revert` removes this block)
 try:
     from yolov5_mnv4 import integration as _mnv4
 except ModuleNotFoundError as _mnv4_missing:
@@ -237,38 +243,3 @@ def patch_for(root):
         apply(copy)
         git('add', '-A', cwd=copy)
         return git('diff', '--cached', cwd=copy)
-
-
-def main(argv=None, prog='yolov5-mnv4-apply'):
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split('\n')[0])
-    parser.add_argument('yolov5', type=Path, help='path to a YOLOv5 checkout (v7.0 or master)')
-    parser.add_argument('--revert', action='store_true', help='remove the plugin, restoring the tree')
-    parser.add_argument('--force', action='store_true',
-                        help='also replace configs in models/mnv4 that you edited, after saving each as <name>.bak')
-    parser.add_argument('--version', action='version', version=f'yolov5-mnv4 {__version__}')
-    args = parser.parse_args(argv)
-    if args.force and args.revert:
-        parser.error('--force applies only when applying: --revert never deletes a config you edited')
-    try:
-        outcome = apply(args.yolov5, args.revert, args.force)
-    except ApplyError as err:
-        print(f'{prog}: {err}; nothing was changed', file=sys.stderr)
-        return 2
-    action = 'reverted' if args.revert else 'applied'
-    if outcome.changed:
-        print(f'yolov5-mnv4 {action} in {args.yolov5}: ' + ', '.join(outcome.changed))
-    else:
-        print(f'yolov5-mnv4 already {action} in {args.yolov5}: nothing to change')
-    for backup in outcome.backups:
-        print(f'{prog}: saved your version of {backup[:-len(Path(backup).suffix)]} as {backup}')
-    for rel in outcome.kept:
-        what = 'left in place' if args.revert else 'not replaced'
-        hint = '' if args.revert else '; --force replaces it after saving a copy as .bak'
-        print(f'{prog}: kept {rel}: it differs from every version yolov5-mnv4 shipped (your edits?), '
-              f'so it was {what}{hint}', file=sys.stderr)
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())
-

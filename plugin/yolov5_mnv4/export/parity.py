@@ -7,7 +7,7 @@ host's NMS (YOLOv5's `utils.general.non_max_suppression`, importable inside the 
 """
 import numpy as np
 
-from .edge import level_snr_db
+from .tflite import level_snr_db
 
 AGREEMENT_CONF = 0.1  # NMS confidence threshold of detection_agreement
 AGREEMENT_IOU = 0.5  # a box agrees with a reference box of the same class that it overlaps this much

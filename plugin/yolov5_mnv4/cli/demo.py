@@ -4,7 +4,7 @@ embedded dataset (or --data): train -> val -> detect -> export (TorchScript, ONN
     yolov5-mnv4 demo --yolov5 /path/to/yolov5 [--cfg yolov5-mnv4-conv-s.yaml] [--epochs 3] [--out runs/demo]
 
 The tree must have the plugin applied (`yolov5-mnv4 apply /path/to/yolov5`). Each step runs the
-tree's own script in a subprocess with YOLOv5's network access switched off (yolov5_mnv4.offline);
+tree's own script in a subprocess with YOLOv5's network access switched off (yolov5_mnv4.hosts.offline);
 its log goes to <out>/<step>.log and a failing step prints the end of it.
 """
 import argparse
@@ -17,9 +17,11 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__, resources
-from .apply import applied_version
-from .offline import offline_env
+from .. import __version__
+
+from .. import resources
+from ..hosts.offline import offline_env
+from ..hosts.yolov5_tree import applied_version
 
 
 def coco_names(yolov5):

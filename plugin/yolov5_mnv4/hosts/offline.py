@@ -7,13 +7,9 @@ put in YOLOV5_CONFIG_DIR), ultralytics' online probe and settings file, wandb, m
 and torch>=2.6's weights_only load that v7.0's checkpoint loading trips over. Default weights and
 dataset zips are avoided by the command lines themselves (--weights '' and local data YAMLs).
 """
-import argparse
 import os
 import shutil
-import sys
 from pathlib import Path
-
-from . import __version__
 
 DEFAULT_STATE = Path(os.environ.get('YOLOV5_MNV4_STATE', Path.home() / '.cache' / 'yolov5-mnv4'))
 
@@ -45,18 +41,3 @@ def set_offline_defaults():
     """Switch YOLOv5's network touchpoints off in this process, where the user has not set them."""
     for key, value in offline_env().items():
         os.environ.setdefault(key, value)
-
-
-def main(argv=None, prog='yolov5-mnv4 offline'):
-    parser = argparse.ArgumentParser(prog=prog, description='Print shell exports that switch off YOLOv5\'s network '
-                                     'touchpoints: eval "$(yolov5-mnv4 offline)"')
-    parser.add_argument('--version', action='version', version=f'yolov5-mnv4 {__version__}')
-    parser.parse_args(argv)
-    env = offline_env()
-    for key in ('YOLOv5_AUTOINSTALL', 'YOLO_AUTOINSTALL', 'YOLO_OFFLINE', 'YOLOV5_CONFIG_DIR', 'YOLO_CONFIG_DIR',
-                'MPLCONFIGDIR', 'WANDB_MODE', 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', 'GIT_TERMINAL_PROMPT'):
-        print(f"export {key}='{env[key]}'")
-
-
-if __name__ == '__main__':
-    sys.exit(main())
