@@ -15,12 +15,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from yolov5_mnv4.hosts.yolov5_tree import is_tree
+
 REPO = 'https://github.com/ultralytics/yolov5'
 PYPI_PIN = 'yolov5==7.0.14'  # fcakyon/yolov5-pip: YOLOv5 v7.0 with prefixed imports
-
-
-def is_tree(path):
-    return all((path / p).is_file() for p in ('train.py', 'models/yolo.py', 'models/common.py'))
 
 
 def clone(ref, dest):

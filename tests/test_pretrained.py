@@ -82,7 +82,7 @@ def test_converter_outside_a_yolov5_tree_names_the_option(tmp_path, offline, whe
                              '--timm', 'x.safetensors', '--out', 'x.pt', *extra], capture_output=True, text=True,
                             env=offline, cwd=tmp_path)
     assert result.returncode == 1
-    assert 'is not a YOLOv5 tree (no models/yolo.py): run it inside your YOLOv5 checkout or pass --yolov5' in result.stderr
+    assert 'is not a YOLOv5 checkout (no train.py, models/yolo.py and models/common.py): run it inside your YOLOv5 checkout or pass --yolov5' in result.stderr
     assert 'Traceback' not in result.stderr
 
 

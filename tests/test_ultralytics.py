@@ -194,7 +194,7 @@ def test_hybrid_attention_is_explicit_under_torch_export(tasks):
     copies (ExecuTorch's portable split refused mixed dim orders at run time), and the program must
     compute what eager does, with attention peaked so that layout bugs would show."""
     from ultralytics import YOLO
-    from yolov5_mnv4 import attention
+    from yolov5_mnv4.layers import export_mode
     model = perturb_(YOLO('yolo11s-mnv4-hybrid-m.yaml').model, seed=2).eval()
     x = torch.rand(1, 3, 128, 128)
     with torch.no_grad():
@@ -207,13 +207,9 @@ def test_hybrid_attention_is_explicit_under_torch_export(tasks):
     assert not [n for n in program.graph.nodes if n.kwargs.get('memory_format') == torch.channels_last]
     with torch.no_grad():
         assert relative_error(program.module()(x)[0], eager) < 1e-4
-    # control: the same export with the explicit form switched off does record SDPA
-    original = attention.exporting
-    attention.exporting = lambda: False
-    try:
+    # control: the same export with the layers' eager form forced does record SDPA
+    with export_mode(False):
         ops = [str(n.target) for n in torch.export.export(model, (x,)).graph.nodes if n.op == 'call_function']
-    finally:
-        attention.exporting = original
     assert [op for op in ops if 'scaled_dot_product' in op]
 
 

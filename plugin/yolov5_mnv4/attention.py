@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import (FOLDABLE_NORMS, ConvBNAct, LayerScale, drop_path_or_identity, fold_bn_before_conv,
+from .layers import (FOLDABLE_NORMS, ConvBNAct, LayerScale, drop_path_or_identity, exporting, fold_bn_before_conv,
                      fold_scale_into_conv)
 
 
@@ -19,16 +19,6 @@ def attend_explicit(q, k, v, scale):
     q, k, v = q.reshape(b, heads * length, -1), k.reshape(b, k.shape[-2], -1), v.reshape(b, v.shape[-2], -1)
     out = torch.bmm((q * scale), k.transpose(1, 2)).softmax(dim=-1).bmm(v)
     return out.reshape(b, heads, length, -1)
-
-
-def exporting():
-    """True while TorchScript traces or scripts, either ONNX exporter (TorchScript-based or the
-    dynamo one, torch's default since 2.9, under which `torch.jit.is_tracing()` is False) runs, or
-    `torch.export` runs (ExecuTorch, LiteRT's PyTorch converter: only `torch.compiler.is_exporting()`
-    says so there)."""
-    is_exporting = getattr(torch.compiler, 'is_exporting', None)  # torch >= 2.5
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
-            or bool(is_exporting and is_exporting()))
 
 
 def attend(q, k, v, scale):

@@ -1,10 +1,42 @@
-"""Small building pieces shared by the MobileNetV4 blocks, and the BatchNorm folding they use."""
+"""Small building pieces shared by the MobileNetV4 blocks, the BatchNorm folding they use, and the
+one switch between a layer's eager and export forms."""
+import contextlib
+
 import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 # Every norm that folds: BatchNorm2d and the SyncBatchNorm that train.py --sync-bn converts it to.
 FOLDABLE_NORMS = _BatchNorm
+_EXPORT_MODE = None  # None: detect an export; True or False: set by export_mode()
+
+
+def exporting(program=False):
+    """Whether layers should take their export form: the attention's explicit matmuls (any export:
+    TorchScript tracing or scripting, either ONNX exporter, `torch.export`) and, with `program`, no
+    channels-last copy of the input (under `torch.export` only, which records memory formats).
+
+    The dynamo ONNX exporter (torch's default since 2.9) and `torch.export` (ExecuTorch, LiteRT's
+    PyTorch converter) show only in `torch.compiler.is_exporting()`, not in `torch.jit.is_tracing()`.
+    `export_mode()` overrides the detection, as timm's `set_exportable` does."""
+    if _EXPORT_MODE is not None:
+        return _EXPORT_MODE
+    is_exporting = getattr(torch.compiler, 'is_exporting', None)  # torch >= 2.5
+    if is_exporting is not None and is_exporting():
+        return True
+    return not program and (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export())
+
+
+@contextlib.contextmanager
+def export_mode(on=True):
+    """Within the block, layers take their export form (`on`) or their eager form (`on=False`),
+    whatever runs them: for exporters the detection misses, and for tests."""
+    global _EXPORT_MODE
+    previous, _EXPORT_MODE = _EXPORT_MODE, bool(on)
+    try:
+        yield
+    finally:
+        _EXPORT_MODE = previous
 
 
 def make_divisible(value, divisor=8, round_limit=0.9):

@@ -4,7 +4,7 @@ import torch.nn as nn
 
 from .attention import MobileMultiQueryAttention
 from .blocks import FusedInvertedBottleneck, UniversalInvertedBottleneck
-from .layers import FOLDABLE_NORMS, ConvBNAct, LayerScale
+from .layers import FOLDABLE_NORMS, ConvBNAct, LayerScale, exporting
 from .specs import HEAD_CONV_WIDTH, HEAD_FEATURES, MQA, UIB, ConvBN, FusedIB, get_variant
 
 LAYER_SCALE_INIT = 1e-5
@@ -19,8 +19,7 @@ def to_channels_last(x):
     ops, and ExecuTorch's portable kernels refuse tensors of mixed dim orders (the split of a YOLO11
     C3k2 head outside the XNNPACK delegate failed at run time); XNNPACK picks its own layout anyway.
     """
-    is_exporting = getattr(torch.compiler, 'is_exporting', None)  # torch >= 2.5
-    if is_exporting is not None and is_exporting():
+    if exporting(program=True):
         return x
     return x.contiguous(memory_format=torch.channels_last)
 

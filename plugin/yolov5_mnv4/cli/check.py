@@ -7,12 +7,11 @@ import argparse
 import importlib.metadata
 import importlib.util
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
 from .. import __version__
-from ..hosts.yolov5_tree import applied_version
+from ..hosts.yolov5_tree import ApplyError, find_tree, is_tree
 
 # (what a user knows it as, import name, distribution name)
 RUNTIMES = (
@@ -51,29 +50,12 @@ def _torch():
     return f'{torch.__version__} ({cuda}, {torch.get_num_threads()} threads)'
 
 
-def tree_version(tree):
-    """'v7.0', 'master (after v7.0)' or a git description of a YOLOv5 checkout."""
-    if (tree / '.git').exists():
-        try:
-            described = subprocess.run(['git', '-C', str(tree), 'describe', '--tags', '--always', '--dirty'],
-                                       capture_output=True, text=True, timeout=10).stdout.strip()
-            if described:
-                return f'git {described}'
-        except (OSError, subprocess.SubprocessError):
-            pass
-    general = tree / 'utils' / 'general.py'
-    if general.is_file() and 'import ultralytics' in general.read_text(errors='replace'):
-        return 'master (after v7.0: utils/general.py imports the ultralytics package)'
-    return 'v7.0 (no .git; utils/general.py does not import the ultralytics package)'
-
-
 def hook_state(tree):
     """Whether models/yolo.py carries the plugin's hook, and which plugin version wrote it."""
-    version = applied_version((tree / 'models' / 'yolo.py').read_text(errors='replace'))
-    if version is None:
+    if tree.applied is None:
         return 'not patched (checkpoints still load: the plugin registers itself when one is unpickled)'
-    configs = len(list((tree / 'models' / 'mnv4').glob('*.yaml')))
-    return f'patched by yolov5-mnv4 {version}, {configs} configs in models/mnv4'
+    configs = len(list((tree.root / 'models' / 'mnv4').glob('*.yaml')))
+    return f'patched by yolov5-mnv4 {tree.applied}, {configs} configs in models/mnv4'
 
 
 def report(tree=None):
@@ -84,10 +66,12 @@ def report(tree=None):
              f'torchvision   {_version("torchvision", "torchvision") or "not installed (YOLOv5 needs it)"}']
     if tree is None:
         lines.append('YOLOv5 tree   none given (--yolov5 PATH, or run inside a checkout)')
-    elif not (tree / 'models' / 'yolo.py').is_file():
-        lines.append(f'YOLOv5 tree   {tree}: not a YOLOv5 checkout (no models/yolo.py)')
     else:
-        lines.append(f'YOLOv5 tree   {tree}: {tree_version(tree)}; {hook_state(tree)}')
+        try:
+            found = find_tree(tree)
+            lines.append(f'YOLOv5 tree   {found.root}: {found.version}; {hook_state(found)}')
+        except ApplyError as err:
+            lines.append(f'YOLOv5 tree   {err}')
     for label, import_name, dist in RUNTIMES:
         lines.append(f'{label:<13} {_version(import_name, dist) or "not installed"}')
     return '\n'.join(lines)
@@ -98,8 +82,8 @@ def main(argv=None, prog='yolov5-mnv4 check'):
     parser.add_argument('--yolov5', type=Path, help='the YOLOv5 tree (default: the current folder, if it is one)')
     parser.add_argument('--version', action='version', version=f'yolov5-mnv4 {__version__}')
     args = parser.parse_args(argv)
-    tree = args.yolov5 or (Path.cwd() if (Path.cwd() / 'models' / 'yolo.py').is_file() else None)
-    print(report(tree.resolve() if tree else None))
+    tree = args.yolov5 or (Path.cwd() if is_tree(Path.cwd()) else None)
+    print(report(tree))
     return 0
 
 

@@ -20,6 +20,7 @@ import yaml
 from .. import __version__, resources
 from ..hosts.rows import STAGES_PER_ROW, backbone_row, with_pretrained
 from ..hosts.yolov5 import YOLOV5_BN_EPS
+from ..hosts.yolov5_tree import ApplyError, find_tree
 from ..pretrained import rescale_bn_for_eps
 
 
@@ -60,12 +61,10 @@ def write_weights_file(yolo, cfg, source, out, classify=False):
 
 def find_yolov5_tree(option, prog='yolov5-mnv4-convert'):
     """The YOLOv5 tree named by --yolov5, else the current folder; SystemExit naming the option."""
-    tree = Path(option).expanduser() if option else Path.cwd()
-    if not (tree / 'models' / 'yolo.py').is_file():
-        where = f'--yolov5 {option}' if option else f'the current folder ({tree})'
-        raise SystemExit(f'{prog}: {where} is not a YOLOv5 tree (no models/yolo.py): run it inside '
-                         f'your YOLOv5 checkout or pass --yolov5 /path/to/yolov5')
-    return tree.resolve()
+    try:
+        return find_tree(option).root
+    except ApplyError as err:
+        raise SystemExit(f'{prog}: {err}: run it inside your YOLOv5 checkout or pass --yolov5 /path/to/yolov5') from None
 
 
 def find_config(name, tree):

@@ -21,7 +21,7 @@ from .. import __version__
 
 from .. import resources
 from ..hosts.offline import offline_env
-from ..hosts.yolov5_tree import applied_version
+from ..hosts.yolov5_tree import ApplyError, find_tree
 
 
 def coco_names(yolov5):
@@ -100,13 +100,15 @@ def train_val_detect_export(run_step, work, data_yaml, image, cfg, img, epochs, 
     return best, log
 
 
-def require_applied(yolov5):
-    yolo_py = yolov5 / 'models' / 'yolo.py'
-    if not yolo_py.is_file():
-        raise SystemExit(f'yolov5-mnv4 demo: {yolov5} is not a YOLOv5 checkout (no models/yolo.py)')
-    if applied_version(yolo_py.read_text()) is None:
-        raise SystemExit(f'yolov5-mnv4 demo: the plugin is not applied in {yolov5}: run '
-                         f'`yolov5-mnv4 apply {yolov5}` first')
+def require_applied(yolov5, prog='yolov5-mnv4 demo'):
+    """The applied YOLOv5 tree at `yolov5`; SystemExit saying what is wrong otherwise."""
+    try:
+        tree = find_tree(yolov5)
+    except ApplyError as err:
+        raise SystemExit(f'{prog}: {err}') from None
+    if tree.applied is None:
+        raise SystemExit(f'{prog}: the plugin is not applied in {yolov5}: run `yolov5-mnv4 apply {yolov5}` first')
+    return tree
 
 
 def add_run_arguments(parser, epochs):

@@ -51,7 +51,7 @@ def require(fmt):
 
 
 def trace(model, im):
-    """TorchScript of `model` traced on `im` (the explicit attention: attention.exporting() is True)."""
+    """TorchScript of `model` traced on `im` (the explicit attention: layers.exporting() is True)."""
     import torch
     with torch.no_grad():
         return torch.jit.trace(model, im, strict=False, check_trace=False)

@@ -23,7 +23,6 @@ widths the package recorded with the backbone's; a parse_model that works otherw
 message naming the versions this module supports, not later inside a training run.
 """
 import functools
-import logging
 from pathlib import Path
 
 import torch
@@ -31,6 +30,7 @@ import torch.nn as nn
 
 from ..model import fuse_blocks, is_fused, stage_input_channels
 from .import_hook import register_if_loaded
+from .registration import host_logger, is_registered, mark, require_names
 from .rows import expand_stage_rows
 from .stage import BackboneStage, load_pretrained_backbones
 
@@ -111,10 +111,6 @@ def _swap_in_stages(layers, stages, ch):
     return built
 
 
-def is_registered(tasks):
-    return getattr(getattr(tasks, 'parse_model', None), '_mnv4_wraps', None) is not None
-
-
 # The path under which releases before 0.3.0 pickled the stage (yolov5_mnv4._moved)
 PICKLED_BEFORE_0_3 = 'yolov5_mnv4.ultralytics_host.MobileNetV4Stage'
 
@@ -139,14 +135,11 @@ def register(tasks):
     """Register the MobileNetV4 layers into the package's `ultralytics.nn.tasks`; idempotent."""
     if is_registered(tasks):
         return
-    missing = [name for name in HOST_NAMES if not hasattr(tasks, name)]
-    if missing:
-        raise RuntimeError(f'unsupported Ultralytics version {_version()}: {tasks.__name__} has no '
-                           f'{", ".join(missing)}; yolov5-mnv4 supports {SUPPORTED}')
+    require_names(tasks, HOST_NAMES, f'unsupported Ultralytics version {_version()}', SUPPORTED)
     original_parse, original_check_yaml = tasks.parse_model, tasks.check_yaml
     original_fuse, original_is_fused = tasks.BaseModel.fuse, tasks.BaseModel.is_fused
     original_init = tasks.initialize_weights
-    log = getattr(tasks, 'LOGGER', None) or logging.getLogger('yolov5_mnv4')
+    log = host_logger(tasks)
 
     @functools.wraps(original_parse)
     def parse_model(d, ch, *args, **kwargs):
@@ -178,7 +171,7 @@ def register(tasks):
         original_init(model)
         load_pretrained_backbones(model, log)
 
-    parse_model._mnv4_wraps = original_parse
+    mark(parse_model, original_parse)
     _self_check(tasks, parse_model)
     tasks.parse_model, tasks.check_yaml, tasks.initialize_weights = parse_model, check_yaml, initialize_weights
     tasks.BaseModel.fuse, tasks.BaseModel.is_fused = fuse, is_fused_

@@ -28,23 +28,22 @@ It does five things and copies no YOLOv5 code:
    EdgeTPU) build MNv4 detectors.
 
 Other modules know YOLOv5's formats without patching anything, each for one reason:
-- `apply.py` writes the hook text into `models/yolo.py` (it must know where a v7.0 or master file
-  can take it: before the `__main__` guard, with `LOGGER` and `sys` in scope) and the configs into
-  `models/mnv4/`, where `--cfg <name>` finds them;
-- `tf_layers.py` implements the layer contract of `models/tf.py` (`TF<Name>(*args, w=torch_layer)`,
+- `hosts/yolov5_tree.py` writes the hook text into `models/yolo.py` (it must know where a v7.0 or
+  master file can take it: before the `__main__` guard, with `LOGGER` and `sys` in scope) and the
+  configs into `models/mnv4/`, where `--cfg <name>` finds them, and tells a checkout from other folders;
+- `hosts/yolov5_keras.py` implements the layer contract of `models/tf.py` (`TF<Name>(*args, w=torch_layer)`,
   NHWC tensors), since export.py builds its Keras model from those layers;
-- `convert.py` writes YOLOv5's checkpoint layout (`{'model', 'ema', 'epoch', 'optimizer', ...}`),
+- `cli/convert.py` writes YOLOv5's checkpoint layout (`{'model', 'ema', 'epoch', 'optimizer', ...}`),
   which `train.py --weights` and `classify/train.py --model` read;
-- `edge.py` reads the output layout of YOLOv5's TF Detect (cell-major, xywh over the image size),
-  to compare exported models with PyTorch's;
-- `export.py` (the yolov5-mnv4-export command) loads checkpoints with YOLOv5's `attempt_load`, builds
-  the Keras model with models/tf.py's `TFModel` and reads calibration images with YOLOv5's
+- `export/tflite.py` reads the output layout of YOLOv5's TF Detect (cell-major, xywh over the image
+  size), to compare exported models with PyTorch's;
+- `cli/export.py` (the yolov5-mnv4-export command) loads checkpoints with YOLOv5's `attempt_load`,
+  builds the Keras model with models/tf.py's `TFModel` and reads calibration images with YOLOv5's
   `LoadImages`, as export.py does, to write the exports export.py does not make;
-- `demo.py` runs the stock scripts with their command-line options.
+- `cli/demo.py` runs the stock scripts with their command-line options.
 """
 import contextlib
 import functools
-import logging
 import sys
 
 import torch
@@ -52,6 +51,7 @@ import torch.nn as nn
 
 from ..model import fuse_blocks
 from .import_hook import register_if_loaded, register_on_import
+from .registration import host_logger, is_registered, mark, require_names
 from .rows import STAGE_MODULE, expand_stage_rows
 from .stage import BackboneStage, load_pretrained_backbones
 
@@ -139,12 +139,6 @@ def expand_backbone_rows(d, keep_weights=True):
     return expand_stage_rows(d, stage_row)
 
 
-def is_registered(module):
-    """Whether `module` (models.yolo or models.tf) runs our wrapped parse_model now. Keyed on the
-    function itself, so a reloaded module, whose parse_model is YOLOv5's again, counts as not."""
-    return getattr(getattr(module, 'parse_model', None), '_mnv4_wraps', None) is not None
-
-
 HOST_MODULES = ('models.yolo', 'yolov5.models.yolo')  # a checkout (or the PyPI-built tree), the PyPI package
 HOST_NAMES = ('parse_model', 'BaseModel', 'DetectionModel', 'Conv', 'initialize_weights')
 
@@ -160,12 +154,9 @@ def register(yolo):
     """Register the MobileNetV4 layers into a `models.yolo` module (repo or PyPI layout); idempotent."""
     if is_registered(yolo):
         return
-    missing = [name for name in HOST_NAMES if not hasattr(yolo, name)]
-    if missing:
-        raise RuntimeError(f'unsupported YOLOv5 version: {yolo.__name__} has no {", ".join(missing)} '
-                           f'(yolov5-mnv4 supports v7.0 and later)')
+    require_names(yolo, HOST_NAMES, 'unsupported YOLOv5 version', 'v7.0 and later')
     original_parse, original_fuse, original_init = yolo.parse_model, yolo.BaseModel.fuse, yolo.initialize_weights
-    log = getattr(yolo, 'LOGGER', None) or logging.getLogger('yolov5_mnv4')
+    log = host_logger(yolo)
 
     @functools.wraps(original_parse)
     def parse_model(d, ch):
@@ -192,8 +183,7 @@ def register(yolo):
         original_init(model)
         load_pretrained_backbones(model, log)
 
-    parse_model._mnv4_wraps = original_parse
-    yolo.parse_model = parse_model
+    yolo.parse_model = mark(parse_model, original_parse)
     yolo.initialize_weights = initialize_weights
     yolo.BaseModel.fuse = fuse
     yolo.MobileNetV4Stage = MobileNetV4Stage
@@ -219,9 +209,7 @@ def register_tf(tf_module):
     """
     if is_registered(tf_module):
         return
-    missing = [name for name in ('parse_model', 'activations', 'TFModel', 'Conv') if not hasattr(tf_module, name)]
-    if missing:
-        raise RuntimeError(f'unsupported YOLOv5 version: {tf_module.__name__} has no {", ".join(missing)}')
+    require_names(tf_module, ('parse_model', 'activations', 'TFModel', 'Conv'), 'unsupported YOLOv5 version')
     from . import yolov5_keras as tf_layers
 
     original_parse, original_activations = tf_module.parse_model, tf_module.activations
@@ -230,8 +218,7 @@ def register_tf(tf_module):
     def parse_model(d, ch, model, imgsz):
         expanded = expand_backbone_rows(d, keep_weights=False)
         if PER_TENSOR_FLAG in sys.argv and any(row[2] == 'MobileNetV4Stage' for row in expanded['backbone']):
-            log = getattr(tf_module, 'LOGGER', None) or logging.getLogger('yolov5_mnv4')
-            log.info(PER_TENSOR_NOTE)
+            host_logger(tf_module).info(PER_TENSOR_NOTE)
         with _riding_conv(tf_module.Conv):
             return original_parse(expanded, ch, model, imgsz)
 
@@ -241,8 +228,7 @@ def register_tf(tf_module):
             return tf_layers.activation(act)
         return original_activations(act)
 
-    parse_model._mnv4_wraps = original_parse
-    tf_module.parse_model = parse_model
+    tf_module.parse_model = mark(parse_model, original_parse)
     tf_module.activations = activations
     tf_module.MobileNetV4Stage = MobileNetV4Stage
     tf_module.TFMobileNetV4Stage = tf_layers.TFMobileNetV4Stage

@@ -106,17 +106,65 @@ def _main_guard_index(lines):
     return guards[0]
 
 
-def check_tree(root):
-    """Raise ApplyError unless `root` is a YOLOv5 checkout we can patch; return models/yolo.py's text."""
-    yolo_py = root / 'models' / 'yolo.py'
+# The files that make a folder a YOLOv5 checkout (v7.0, master, and the PyPI package's tree alike)
+TREE_FILES = ('train.py', 'models/yolo.py', 'models/common.py')
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A YOLOv5 checkout: its root, which YOLOv5 it is, and which plugin release patched it."""
+    root: Path
+    version: str  # 'git v7.0-3-g1234', 'v7.0 (...)', 'master (...)' (tree_version)
+    applied: str = None  # the release whose hook block models/yolo.py carries, 'unknown' if edited, None
+    pypi: bool = False  # the PyPI yolov5 package's tree: nothing to patch
+
+    @property
+    def yolo_py(self):
+        return self.root / 'models' / 'yolo.py'
+
+
+def is_tree(root):
+    """Whether `root` holds a YOLOv5 checkout's files (TREE_FILES)."""
+    return all((Path(root) / name).is_file() for name in TREE_FILES)
+
+
+def find_tree(root=None):
+    """The YOLOv5 checkout at `root` (default: the current folder) as a Tree; ApplyError, saying why,
+    for anything else. The one test of "is this a YOLOv5 tree, which one, patched by whom" that
+    apply, check, convert, demo, export and scripts/get_yolov5.py share."""
+    root = Path(root).expanduser() if root is not None else Path.cwd()
     if not root.is_dir():
         raise ApplyError(f'{root} is not a folder')
-    if not (yolo_py.is_file() and (root / 'models' / 'common.py').is_file() and (root / 'train.py').is_file()):
-        raise ApplyError(f'{root} is not a YOLOv5 checkout (no train.py, models/yolo.py and models/common.py)')
-    text = yolo_py.read_text()
-    if 'from yolov5.models.common import' in text:
+    if not is_tree(root):
+        raise ApplyError(f'{root} is not a YOLOv5 checkout (no {", ".join(TREE_FILES[:-1])} and {TREE_FILES[-1]})')
+    text = (root / 'models' / 'yolo.py').read_text(errors='replace')
+    return Tree(root.resolve(), tree_version(root), applied_version(text), 'from yolov5.models.common import' in text)
+
+
+def tree_version(root):
+    """'git v7.0-3-g...', 'master (...)' or 'v7.0 (...)' for a YOLOv5 checkout."""
+    import subprocess
+    if (root / '.git').exists():
+        try:
+            described = subprocess.run(['git', '-C', str(root), 'describe', '--tags', '--always', '--dirty'],
+                                       capture_output=True, text=True, timeout=10).stdout.strip()
+            if described:
+                return f'git {described}'
+        except (OSError, subprocess.SubprocessError):
+            pass
+    general = root / 'utils' / 'general.py'
+    if general.is_file() and 'import ultralytics' in general.read_text(errors='replace'):
+        return 'master (after v7.0: utils/general.py imports the ultralytics package)'
+    return 'v7.0 (no .git; utils/general.py does not import the ultralytics package)'
+
+
+def check_tree(root):
+    """Raise ApplyError unless `root` is a YOLOv5 checkout we can patch; return models/yolo.py's text."""
+    tree = find_tree(root)
+    if tree.pypi:
         raise ApplyError(f'{root} is the PyPI yolov5 package: there is nothing to patch, '
                          f'`import yolov5_mnv4` registers the backbones into it')
+    text = tree.yolo_py.read_text()
     missing = [snippet for snippet in REQUIRED if snippet not in text]
     if missing:
         raise ApplyError(f'unsupported YOLOv5 version in {root}: models/yolo.py lacks {missing}; '
