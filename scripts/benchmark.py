@@ -79,10 +79,9 @@ def gflops(model, size):
 
 def onnx_session(model, size, path):
     import torch
-    outputs = ['output0', 'output1'] if type(model).__name__ == 'SegmentationModel' else ['output0']
-    torch.onnx.export(model, (torch.zeros(1, 3, size, size),), str(path), opset_version=17, dynamo=False,
-                      input_names=['images'], output_names=outputs)
-    return ort_session(path)
+    from yolov5_mnv4.export.runtimes import onnx_file
+    outputs = 2 if type(model).__name__ == 'SegmentationModel' else 1
+    return ort_session(onnx_file(model, torch.zeros(1, 3, size, size), path, outputs=outputs))
 
 
 def ort_session(path):

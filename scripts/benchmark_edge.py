@@ -56,8 +56,9 @@ def write_checkpoint(yolov5, name, path, env):
     """An untrained checkpoint as train.py writes them, built in a fresh process (a config's
     `activation:` changes YOLOv5's Conv default for the rest of a process)."""
     code = ('import sys, torch; sys.path.insert(0, sys.argv[1]); from models.yolo import DetectionModel; '
+            'from yolov5_mnv4.hosts.yolov5 import write_checkpoint; '
             'm = DetectionModel(sys.argv[2], nc=80); m.nc, m.names = 80, {i: str(i) for i in range(80)}; '
-            'torch.save({"model": m.half(), "epoch": -1}, sys.argv[3])')
+            'write_checkpoint(m, sys.argv[3])')
     run([sys.executable, '-c', code, yolov5, config_path(yolov5, name), path], yolov5, env)
 
 
@@ -119,11 +120,9 @@ def model_size(yolov5, weights, size):
 
 
 def calibration_images(data_dir, size, n=CALIBRATION_IMAGES):
-    import cv2
-    import numpy as np
-    files = sorted((data_dir / 'images' / 'train2017').glob('*.jpg'))[:n]
-    return [cv2.resize(cv2.imread(str(f)), (size, size))[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255
-            for f in files]
+    """The first `n` train images, letterboxed as yolov5-mnv4-export and export.py --int8 calibrate."""
+    from yolov5_mnv4.export.images import letterboxed_images
+    return letterboxed_images(data_dir / 'images' / 'train2017', size, n)
 
 
 def openvino_models(onnx_path, calibration):

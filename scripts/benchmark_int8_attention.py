@@ -30,12 +30,11 @@ SHIPPED = REPO / 'tests' / 'data' / 'coco64'
 
 
 def images(folder, split, size, n):
-    import cv2
+    """The first `n` images of the split, letterboxed as yolov5-mnv4-export calibrates: (n, 3, size, size)."""
     import numpy as np
     import torch
-    files = sorted((folder / 'images' / split).glob('*.jpg'))[:n]
-    ims = [cv2.resize(cv2.imread(str(f)), (size, size))[:, :, ::-1].transpose(2, 0, 1) for f in files]
-    return torch.from_numpy(np.stack(ims).astype(np.float32) / 255)
+    from yolov5_mnv4.export.images import letterboxed_images
+    return torch.from_numpy(np.concatenate(letterboxed_images(folder / 'images' / split, size, n)))
 
 
 def block_inputs(model, stage, x):

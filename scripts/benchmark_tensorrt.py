@@ -232,7 +232,7 @@ def main(argv=None):
     parser.add_argument('--data', type=Path, help='data YAML: int8 calibrates on its train images (none: no int8)')
     parser.add_argument('--reps', type=int, default=50)
     parser.add_argument('--warmup', type=int, default=10)
-    parser.add_argument('--out', type=Path, default=REPO / 'scripts' / 'results')
+    parser.add_argument('--out', type=Path, default=REPO / 'docs' / 'results')
     args = parser.parse_args(argv)
     import torch
     if not torch.cuda.is_available():

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Params and GFLOPs of every shipped YOLOv5 config, as YOLOv5 itself reports them: the `summary:` line
 that `train.py --cfg <config>` prints (layers, parameters, GFLOPs at 640), taken from the tree's own
-model builder for 80 classes. Writes scripts/results/configs.json, from which the README's config
+model builder for 80 classes. Writes docs/results/configs.json, from which the README's config
 table is generated (scripts/render_docs.py).
 
     python scripts/config_summary.py --yolov5 .cache/yolov5-v7.0
@@ -45,7 +45,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--yolov5', type=Path, required=True, help='a YOLOv5 tree (v7.0 or master) with the plugin applied')
     parser.add_argument('--cfg', type=Path, nargs='*', help='configs to summarise (default: every shipped one)')
-    parser.add_argument('--out', type=Path, default=REPO / 'scripts' / 'results' / 'configs.json')
+    parser.add_argument('--out', type=Path, default=REPO / 'docs' / 'results' / 'configs.json')
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO / 'scripts'))
     from benchmark import import_yolo

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the numbers of the README and docs/ from the result files in scripts/results, so that the docs
+"""Write the numbers of the README and docs/ from the result files in docs/results, so that the docs
 say what the committed results say and nothing else.
 
 A generated block in a Markdown file sits between two comments that name its result file and its
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / 'scripts' / 'results'
+RESULTS = REPO / 'docs' / 'results'
 DOCS = [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))]
 BLOCK = re.compile(r'(<!-- generated: (\S+) (\S+) -->\n)(.*?)(<!-- end generated -->)', re.S)
 NAMES = {'yolov5n': 'yolov5n (stock)', 'yolov5s': 'yolov5s (stock)', 'blog MNv4-S': "the blog recipe's MNv4-S detector",
@@ -185,14 +185,27 @@ def config_table(result):
     return '\n'.join(lines) + '\n'
 
 
-RENDERERS = {'configs': config_table, 'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
+def timm_weights_table(weights):
+    """docs/design.md: timm's ImageNet weights per variant, from yolov5_mnv4.timm_weights.TIMM_WEIGHTS."""
+    lines = ['| variant | timm model (`--timm`, or the variant name) | resolution | ImageNet top-1 | backbone params |',
+             '|---|---|---|---|---|']
+    lines += [f'| {w.variant} | `{w.name}` | {w.resolution} | {w.top1:.1f} | {w.backbone_params:,} |'
+              for w in weights.values()]
+    return '\n'.join(lines) + '\n'
+
+
+RENDERERS = {'configs': config_table, 'timm': timm_weights_table, 'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
 
 
 def rendered(text):
     """`text` with every generated block rewritten from its result file."""
     def replace(match):
         start, source, renderer, _, end = match.groups()
-        if '*' in source:  # every matching JSON file, by name
+        if source.startswith('yolov5_mnv4.'):  # data in the package: module.ATTRIBUTE
+            import importlib
+            module, _, attribute = source.rpartition('.')
+            data = getattr(importlib.import_module(module), attribute)
+        elif '*' in source:  # every matching JSON file, by name
             data = {f.name: json.loads(f.read_text()) for f in sorted(RESULTS.glob(source))}
         else:
             text = (RESULTS / source).read_text()
@@ -220,7 +233,7 @@ def main(argv=None):
     if args.check:
         stale = stale_blocks()
         for path, block in stale:
-            print(f'{path}: the block "{block}" differs from scripts/results (python scripts/render_docs.py)')
+            print(f'{path}: the block "{block}" differs from docs/results (python scripts/render_docs.py)')
         return 1 if stale else 0
     for path in DOCS:
         text = path.read_text()

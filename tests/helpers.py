@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,22 +145,9 @@ def relative_error(got, ref):
     return float(abs(got - ref).max() / abs(ref).max())
 
 
-def letterboxed(image, size):
-    """An image file as YOLOv5 and the Ultralytics package feed it: resized to fit size x size, padded
-    with gray 114 around it, RGB, (1, 3, size, size) float32 in [0, 1]."""
-    import cv2
-    img = cv2.imread(str(image))
-    h, w = img.shape[:2]
-    r = size / max(h, w)
-    resized = cv2.resize(img, (round(w * r), round(h * r)))
-    canvas = np.full((size, size, 3), 114, np.uint8)
-    top, left = (size - resized.shape[0]) // 2, (size - resized.shape[1]) // 2
-    canvas[top:top + resized.shape[0], left:left + resized.shape[1]] = resized
-    return np.ascontiguousarray(canvas[:, :, ::-1].transpose(2, 0, 1)[None], np.float32) / 255
-
-
 def real_images(size, count, split='val2017'):
     """The first `count` embedded COCO images of `split` (8 train, 4 val), letterboxed: (count, 3, size, size)."""
+    from yolov5_mnv4.export.images import letterboxed
     from yolov5_mnv4.resources import embedded_dataset
     files = sorted((embedded_dataset() / 'images' / split).glob('*.jpg'))[:count]
     assert len(files) == count, f'the embedded {split} has {len(files)} images, not {count}'
@@ -266,10 +254,9 @@ def keeping_default_act(yolo):
 
 
 def write_checkpoint(model, path):
-    """The least of what train.py writes that YOLOv5's loaders and `train.py --weights` read: the
-    model in fp16 under 'model', and epoch -1 (a finished run)."""
-    torch.save({'model': model.half(), 'epoch': -1}, path)
-    return path
+    """`model` as a finished train.py run's checkpoint (fp16; hosts.yolov5.write_checkpoint)."""
+    from yolov5_mnv4.hosts.yolov5 import write_checkpoint as write
+    return write(model, path)
 
 
 def save_detector_checkpoint(yolo, cfg, path, nc=80, seed=0, peaked_at=None):
@@ -318,3 +305,38 @@ def run_side_by_side(commands, cwd, env, timeout=900):
         output, _ = proc.communicate(timeout=timeout)
         results.append((proc.returncode, output))
     return results
+
+
+# What the test modules share (they never import one another).
+BACKBONE_PARAMS = {'conv_small': 1_136_864, 'conv_medium': 6_955_472, 'conv_large': 29_585_064,
+                   'hybrid_medium': 8_314_608, 'hybrid_large': 34_758_824}
+
+
+def run_python(code, cwd, env, *args, timeout=300):
+    """`python -c code *args` in a fresh interpreter (this one's), output captured as text."""
+    import sys
+    return subprocess.run([sys.executable, '-c', code, *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def tree_digest(root):
+    """{relative path: sha256} of every file under `root` but .git: to show a tree unchanged."""
+    import hashlib
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(root).rglob('*')) if p.is_file() and '.git' not in p.parts}
+
+
+def save_timm(model, path):
+    """A timm model's state dict as a .safetensors or .pth file, as timm users have them."""
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if Path(path).suffix == '.safetensors':
+        from safetensors.torch import save_file
+        save_file(state, str(path))
+    else:
+        torch.save(state, str(path))
+    return path
+
+
+def within(a, b, bound=1e-4, channels_first=False):
+    """Same shape, boxes within `bound` of the largest coordinate and scores within `bound` (output_errors)."""
+    return a.shape == b.shape and max(output_errors(a, b, channels_first)) <= bound

@@ -1,5 +1,4 @@
 """The apply script and the patches: idempotent, reversible byte for byte, refusing cleanly."""
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -7,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import pristine_copy
+from helpers import pristine_copy, tree_digest
 from yolov5_mnv4 import __version__
 from yolov5_mnv4.hosts import yolov5_tree as apply_module
 from yolov5_mnv4.hosts.yolov5_tree import (EARLIER_HOOKS, HOOK_BLOCK, ApplyError, applied_version, apply, config_digest, patch_for,
@@ -15,11 +14,6 @@ from yolov5_mnv4.hosts.yolov5_tree import (EARLIER_HOOKS, HOOK_BLOCK, ApplyError
 
 REPO = Path(__file__).resolve().parents[1]
 PATCHES = {'v7.0': REPO / 'patches' / 'yolov5-v7.0.patch', 'master': REPO / 'patches' / 'yolov5-master.patch'}
-
-
-def tree_digest(root):
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob('*')) if p.is_file() and '.git' not in p.parts}
 
 
 @pytest.fixture

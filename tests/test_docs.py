@@ -1,5 +1,5 @@
 """The docs say what the committed results say: every generated block of the README and docs/ equals what
-scripts/render_docs.py writes from scripts/results, every result file they cite exists, and they cite
+scripts/render_docs.py writes from docs/results, every result file they cite exists, and they cite
 nothing outside the repository (a user's clone has only what it ships)."""
 import re
 import sys
@@ -46,8 +46,8 @@ def test_the_renderer_notices_a_changed_number(tmp_path, monkeypatch):
 @pytest.mark.parametrize('doc', DOCS, ids=lambda p: str(p.relative_to(REPO)))
 def test_cited_result_files_exist_and_nothing_outside_the_repository_is_cited(doc):
     text = doc.read_text()
-    for cited in re.findall(r'scripts/results/([\w.-]+\.(?:md|json|csv|png))', text):
-        assert (REPO / 'scripts' / 'results' / cited).is_file(), f'{doc.name} cites scripts/results/{cited}'
+    for cited in re.findall(r'docs/results/([\w.-]+\.(?:md|json|csv|png))', text):
+        assert (REPO / 'docs' / 'results' / cited).is_file(), f'{doc.name} cites docs/results/{cited}'
     assert not re.search(r'\breference/[A-Z_]+\.md', text), f'{doc.name} cites a file a clone does not have'
     found = INTERNAL.findall(text)
     assert not found, f'{doc.name}: project-internal talk {found}'

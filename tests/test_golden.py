@@ -10,16 +10,14 @@ import io
 import lzma
 import pickletools
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import assert_input_dependent, drop_residuals_, output_errors, real_images, require
-from make_golden import (CONFIGS, IMG, ULTRALYTICS_KEY, golden_input, input_dependent, input_dependent_outputs_path,
-                         ultralytics_outputs)
+from helpers import assert_input_dependent, drop_residuals_, output_errors, real_images, require, within
+from make_golden import (CONFIGS, GOLDEN, IMG, ULTRALYTICS_KEY, golden_input, input_dependent, input_dependent_outputs_path,
+                         stored_output, ultralytics_outputs)
 
-GOLDEN = Path(__file__).resolve().parent / 'data' / 'golden'
 KEYS = list(CONFIGS)
 
 
@@ -44,15 +42,6 @@ def ultralytics_golden(tmp_path_factory):
     return path
 
 
-def stored_output(key):
-    return torch.load(GOLDEN / f'mnv4-{key}-nc3.outputs.pt', weights_only=True)['output']
-
-
-def close(a, b):
-    """Boxes within 1e-4 of the largest coordinate, scores within 1e-4 (helpers.output_errors)."""
-    return a.shape == b.shape and max(output_errors(a, b)) <= 1e-4
-
-
 @pytest.mark.parametrize('key', KEYS)
 def test_attempt_load_fuses_and_reproduces_the_stored_outputs(yolo, unpacked, key):
     from models.experimental import attempt_load
@@ -62,7 +51,7 @@ def test_attempt_load_fuses_and_reproduces_the_stored_outputs(yolo, unpacked, ke
     assert len(norms) == (4 if key == 'hybrid-m' else 0)  # fused: only kv-stride-2 attention inputs stay
     with torch.no_grad():
         output = model(golden_input())[0]
-    assert close(output, stored_output(key))
+    assert within(output, stored_output(key))
 
 
 @pytest.mark.parametrize('key', KEYS)
@@ -73,7 +62,7 @@ def test_detect_multi_backend_reproduces_the_stored_outputs(yolo, unpacked, key)
     with torch.no_grad():
         output = backend(golden_input())
     output = output[0] if isinstance(output, (list, tuple)) else output
-    assert close(output, stored_output(key))
+    assert within(output, stored_output(key))
 
 
 @pytest.mark.parametrize('key', KEYS)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from helpers import (calibrate_batchnorm_, fusion_and_wrong_fold, max_abs_diff, peak_attention_, perturb_, real_images,
+from helpers import (BACKBONE_PARAMS, calibrate_batchnorm_, fusion_and_wrong_fold, max_abs_diff, peak_attention_, perturb_, real_images,
                      relative_error, require, residual_branches)
 from yolov5_mnv4 import VARIANTS, MobileNetV4
 from yolov5_mnv4.attention import MobileMultiQueryAttention
@@ -15,8 +15,6 @@ from yolov5_mnv4.blocks import UniversalInvertedBottleneck
 from yolov5_mnv4.layers import DropPath, LayerScale
 
 # Reference counts: timm 1.0.31's mobilenetv4_* models without their classifier, equal to the TF reference's.
-BACKBONE_PARAMS = {'conv_small': 1_136_864, 'conv_medium': 6_955_472, 'conv_large': 29_585_064,
-                   'hybrid_medium': 8_314_608, 'hybrid_large': 34_758_824}
 CLASSIFIER_PARAMS = {'conv_small': 3_774_024, 'conv_medium': 9_715_512, 'conv_large': 32_590_864,
                      'hybrid_medium': 11_074_648, 'hybrid_large': 37_764_624}
 TAP_CHANNELS = {'conv_small': [32, 64, 96, 128], 'conv_medium': [48, 80, 160, 256],

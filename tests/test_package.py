@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import pristine_copy, require
-from test_apply import tree_digest
+from helpers import pristine_copy, require, tree_digest
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_IGNORE = shutil.ignore_patterns('.git', '.venv', '.cache', 'runs', 'build', 'dist', '*.egg-info',

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import max_abs_diff, perturb_, require
+from helpers import BACKBONE_PARAMS, max_abs_diff, perturb_, require, save_timm
 from yolov5_mnv4 import MobileNetV4
 from yolov5_mnv4.cli.convert import build_pretrained_model
 from yolov5_mnv4.pretrained import TIMM_BN_EPS
@@ -17,16 +17,6 @@ from yolov5_mnv4.timm_weights import WeightMappingError
 
 timm = require('timm')
 REPO = Path(__file__).resolve().parents[1]
-
-
-def save_timm(model, path):
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    if path.suffix == '.safetensors':
-        from safetensors.torch import save_file
-        save_file(state, str(path))
-    else:
-        torch.save(state, str(path))
-    return path
 
 
 def backbone_taps(detection_model, x):
@@ -218,3 +208,22 @@ def test_timm_backbone_to_a_yolov5_classifier(yolo, yolov5_dir, offline, tmp_pat
     assert train.returncode == 0, log[-3000:]
     best = torch.load(tmp_path / 'runs' / 'cls' / 'weights' / 'best.pt', weights_only=False)['model']
     assert best.model[-1].linear.out_features == 3  # classify/train.py reshaped the head to the data's classes
+
+
+def test_timm_weights_table_matches_the_backbones_and_names_resolve(monkeypatch):
+    """TIMM_WEIGHTS (the table docs/design.md is generated from): each row's backbone params are what
+    our MobileNetV4 of that variant counts, and a bare variant name as --timm source asks timm for the
+    row's model (timm's download replaced by a recorder: nothing leaves this machine)."""
+    from yolov5_mnv4 import MobileNetV4, pretrained
+    from yolov5_mnv4.timm_weights import TIMM_WEIGHTS
+    assert set(TIMM_WEIGHTS) == set(BACKBONE_PARAMS)
+    asked = []
+    monkeypatch.setattr(pretrained, '_from_timm', lambda name: asked.append(name) or {})
+    for variant, weights in TIMM_WEIGHTS.items():
+        with torch.device('meta'):
+            assert sum(p.numel() for p in MobileNetV4(variant).parameters()) == weights.backbone_params, variant
+        pretrained.read_timm_state(variant)
+        pretrained.read_timm_state(f'timm:{variant}')
+    assert asked == [w.name for w in TIMM_WEIGHTS.values() for _ in range(2)]
+    with pytest.raises(FileNotFoundError, match='or a variant name for its ImageNet weights: conv_small'):
+        pretrained.read_timm_state('conv_smal')  # control: a misspelt variant is not sent to timm

@@ -95,7 +95,7 @@ def test_other_variant_is_refused_naming_both():
 @pytest.mark.parametrize('name', ['hybrid_medium', 'hybrid_large'])
 def test_a_fresh_hybrid_carries_its_signal_in_train_mode(name):
     """From scratch, every returned stage's output has an O(1) scale (timm's layer scale init, 1e-5 on
-    every block, gave 1.4e-5 to 3.7e-5 from /8 on: scripts/results/hybrid_init.md); the residual
+    every block, gave 1.4e-5 to 3.7e-5 from /8 on: docs/results/hybrid_init.md); the residual
     branches and the attention keep timm's 1e-5; loading timm's weights replaces all of them (the
     equality tests above)."""
     from yolov5_mnv4.attention import MobileMultiQueryAttention

@@ -13,9 +13,8 @@ import pytest
 import torch
 import yaml
 
-from helpers import (assert_input_dependent, calibrate_batchnorm_, fusion_and_wrong_fold, output_errors, peak_attention_,
+from helpers import (assert_input_dependent, run_python, calibrate_batchnorm_, fusion_and_wrong_fold, output_errors, peak_attention_,
                      perturb_, real_images, require)
-from test_yolov5 import _run
 from yolov5_mnv4.hosts.yolov5 import MobileNetV4Stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,7 +129,7 @@ counts = [sum(p.numel() for p in tree.DetectionModel({str(CONV_S)!r}).parameters
           for tree in (checkout, pypi, checkout, pypi)]
 print('params', counts)
 '''
-    result = _run(code, tmp_path, offline)
+    result = run_python(code, tmp_path, offline)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'params [2032925, 2032925, 2032925, 2032925]' in result.stdout
 
@@ -147,7 +146,7 @@ assert models.yolo.parse_model is not first and is_registered(models.yolo)
 m = models.yolo.DetectionModel({str(CONV_S)!r})
 print('stages', sum(type(x).__name__ == 'MobileNetV4Stage' for x in m.model))
 '''
-    result = _run(code, tmp_path, offline)
+    result = run_python(code, tmp_path, offline)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'stages 5' in result.stdout
 
@@ -201,7 +200,7 @@ def test_ddp_two_ranks_without_grad_stride_warnings(yolov5_dir, offline, tmp_pat
 
 def test_pretrained_row_is_loaded_once_logged_and_forgotten(yolo, tmp_path):
     timm = require('timm')
-    from test_pretrained import save_timm
+    from helpers import save_timm
     source = save_timm(timm.create_model('mobilenetv4_conv_small', pretrained=False), tmp_path / 's.safetensors')
     cfg = yaml.safe_load(CONV_S.read_text())
     cfg['backbone'][0] = [-1, 1, 'MobileNetV4ConvSmall', [str(source)]]

@@ -37,7 +37,7 @@ ROWS = {'MobileNetV4ConvSmall': 'conv_small', 'MobileNetV4ConvMedium': 'conv_med
         'MobileNetV4HybridLarge': 'hybrid_large'}
 # LiteRT int8 against fp32 PyTorch, score SNR per level (P3, P4, P5), on the 1-epoch YOLO11n-Conv-S at 96 px
 # made input-dependent (ultralytics_flow.prepared_copy): measured 18.2 / 16.9 / 10.9 dB (2026-12-07,
-# scripts/results/ultralytics_parity_cli.json). Against the fp32 model with a one-pixel padding shift:
+# docs/results/ultralytics_parity_cli.json). Against the fp32 model with a one-pixel padding shift:
 # 12.5 / 12.3 / 7.8, caught. Without its last UIB residual: 15.3 / 14.0 / 10.2, inside int8's own noise
 # at this size, so only the fp32 bounds catch that one (INT8_CAUGHT).
 INT8_SNR_DB = (15.0, 14.0, 8.0)
@@ -150,7 +150,7 @@ def test_pretrained_timm_weights_survive_initialize_weights(tasks, tmp_path):
 
 def test_a_fresh_hybrid_detector_keeps_the_signal_init(tasks):
     """The package's initialize_weights leaves the layer scales as the backbone built them: 1.0 on UIBs
-    without a residual, 1e-5 on residual branches (scripts/results/hybrid_init.md), so a hybrid
+    without a residual, 1e-5 on residual branches (docs/results/hybrid_init.md), so a hybrid
     trained from scratch in the package starts with O(1) stage outputs too."""
     from ultralytics import YOLO
     from yolov5_mnv4.blocks import UniversalInvertedBottleneck

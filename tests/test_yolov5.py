@@ -1,14 +1,12 @@
 """The plugin inside YOLOv5: configs build through the stock parse_model, fuse, layouts, errors."""
 import copy
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from helpers import keeping_default_act
+from helpers import keeping_default_act, run_python
 from yolov5_mnv4.hosts.yolov5 import MobileNetV4Stage, expand_backbone_rows
 from yolov5_mnv4.resources import VARIANT_CONFIGS
 
@@ -43,7 +41,7 @@ def test_config_builds_with_backbone_in_layers_0_to_4(yolo, config):
     assert model.stride.tolist() == strides
     assert type(model).__name__ == ('SegmentationModel' if masks else 'DetectionModel')
     backbone = sum(p.numel() for m in stages for p in m.parameters())
-    from test_model import BACKBONE_PARAMS
+    from helpers import BACKBONE_PARAMS
     assert backbone == BACKBONE_PARAMS[variant]
     model.train()
     out = model(torch.zeros(2, 3, 128, 96))
@@ -110,11 +108,6 @@ def test_expansion_keeps_the_yaml_and_the_row_numbering():
     assert expanded['head'] == cfg['head']
 
 
-def _run(code, cwd, env):
-    return subprocess.run([sys.executable, '-c', code], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
-
-
 def test_pypi_yolov5_package_is_registered_on_import(offline, tmp_path):
     code = f'''
 import yolov5_mnv4, torch
@@ -123,7 +116,7 @@ m = DetectionModel({str(REPO / 'models' / 'yolov5-mnv4-hybrid-m.yaml')!r}).eval(
 assert type(m.model[3]).__name__ == 'MobileNetV4Stage', type(m.model[3])
 print('params', sum(p.numel() for p in m.parameters()), tuple(m(torch.zeros(1, 3, 128, 128))[0].shape))
 '''
-    result = _run(code, tmp_path, offline)
+    result = run_python(code, tmp_path, offline)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'params 11644013 (1, 1008, 85)' in result.stdout
 
@@ -135,7 +128,7 @@ sys.path.insert(0, {str(yolov5_dir)!r})
 from models.yolo import DetectionModel
 torch.save({{'model': DetectionModel({str(REPO / 'models' / 'yolov5-mnv4-conv-s.yaml')!r})}}, 'ckpt.pt')
 '''
-    assert _run(code, tmp_path, offline).returncode == 0
+    assert run_python(code, tmp_path, offline).returncode == 0
     blocked = f'''
 import sys, torch
 sys.modules['yolov5_mnv4'] = None  # as if the plugin were not installed
@@ -143,7 +136,7 @@ sys.path.insert(0, {str(yolov5_dir)!r})
 import models.yolo
 torch.load('ckpt.pt', weights_only=False)
 '''
-    result = _run(blocked, tmp_path, offline)
+    result = run_python(blocked, tmp_path, offline)
     assert result.returncode != 0
     assert 'yolov5-mnv4 0.3.0 or later is not installed here (pip install /path/to/yolov5-mnv4)' in result.stderr
     assert "yolov5_mnv4" in result.stderr.splitlines()[-1]
@@ -166,7 +159,7 @@ DetectionModel({str(REPO / 'models' / 'yolov5-mnv4-hybrid-m.yaml')!r}).eval().fu
 assert 'tensorflow' not in sys.modules and 'yolov5_mnv4.hosts.yolov5_keras' not in sys.modules, 'imported TensorFlow'
 print('no tensorflow')
 '''
-    result = _run(code, tmp_path, offline)
+    result = run_python(code, tmp_path, offline)
     assert result.returncode == 0 and 'no tensorflow' in result.stdout, result.stderr[-3000:]
 
 

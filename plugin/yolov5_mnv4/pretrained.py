@@ -14,7 +14,7 @@ import torch
 
 from .layers import FOLDABLE_NORMS
 from .model import MobileNetV4
-from .timm_weights import WeightMappingError, convert_timm_state_dict
+from .timm_weights import TIMM_WEIGHTS, WeightMappingError, convert_timm_state_dict
 
 TIMM_BN_EPS = 1e-5  # timm trains MobileNetV4 with PyTorch's default BatchNorm eps
 TORCH_FORMATS = ('.pth', '.pt', '.bin')
@@ -85,10 +85,13 @@ def read_timm_state(source):
     if path.is_file():
         return _read_file(path.resolve(), path.stat().st_mtime)
     name = text[len('timm:'):] if text.startswith('timm:') else text
+    if name in TIMM_WEIGHTS:  # a variant name: timm's ImageNet weights for it
+        name = TIMM_WEIGHTS[name].name
     if name.startswith('mobilenetv4_') and path.suffix.lower() not in FORMATS:
         return _from_timm(name)
     raise FileNotFoundError(f'pretrained backbone weights not found: {text} (a timm checkpoint file, or a '
-                            f'timm model name such as mobilenetv4_conv_small.e2400_r224_in1k)')
+                            f'timm model name such as mobilenetv4_conv_small.e2400_r224_in1k, or a variant name for its '
+                            f'ImageNet weights: {", ".join(TIMM_WEIGHTS)})')
 
 
 def backbone_state(source, variant):

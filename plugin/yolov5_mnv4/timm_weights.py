@@ -5,11 +5,38 @@ conv_head/norm_head/classifier (head). Ours: stages.{0-4}.{j}, head.{conv,pre_lo
 Inside blocks only the plain conv-BN block and FusedIB are named differently.
 """
 import re
+from dataclasses import dataclass
 
 from .attention import MobileMultiQueryAttention
 from .blocks import FusedInvertedBottleneck
 from .layers import ConvBNAct
 from .specs import VARIANTS
+
+
+
+@dataclass(frozen=True)
+class TimmWeights:
+    """timm's ImageNet-1k weights for one variant (timm's model cards): the model name that timm and
+    `--timm` take, its training resolution and top-1, and our backbone's parameter count (without
+    timm's classifier head, which the detector does not use)."""
+    variant: str
+    tag: str
+    resolution: int
+    top1: float
+    backbone_params: int
+
+    @property
+    def name(self):
+        return f'mobilenetv4_{self.variant}.{self.tag}'
+
+
+TIMM_WEIGHTS = {w.variant: w for w in (
+    TimmWeights('conv_small', 'e2400_r224_in1k', 224, 73.8, 1_136_864),
+    TimmWeights('conv_medium', 'e500_r256_in1k', 256, 79.9, 6_955_472),
+    TimmWeights('conv_large', 'e600_r384_in1k', 384, 83.0, 29_585_064),
+    TimmWeights('hybrid_medium', 'e200_r256_in12k_ft_in1k', 256, 82.4, 8_314_608),
+    TimmWeights('hybrid_large', 'ix_e600_r384_in1k', 384, 84.0, 34_758_824),
+)}
 
 # (our sub-key prefix, timm sub-key prefix) per block type; UIB uses timm's names already.
 _BLOCK_RENAMES = {

@@ -50,6 +50,14 @@ NAMES = ['person', 'vehicle', 'thing']
 IMG = 64
 
 
+GOLDEN = OUT
+
+
+def stored_output(key):
+    """The outputs stored beside the golden file `key` on golden_input()."""
+    return torch.load(OUT / f'mnv4-{key}-nc3.outputs.pt', weights_only=True)['output']
+
+
 def golden_input():
     """The fixed input the stored outputs belong to."""
     return torch.rand(2, 3, IMG, IMG, generator=torch.Generator().manual_seed(0))

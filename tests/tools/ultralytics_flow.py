@@ -24,7 +24,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / 'tests'))  # helpers, when run as a script
-from helpers import drop_residuals_, input_dependent_, letterboxed, real_images, same_padding_  # noqa: E402
+from helpers import drop_residuals_, input_dependent_, real_images, same_padding_  # noqa: E402
+from yolov5_mnv4.export.images import letterboxed  # noqa: E402
 
 SAFE_ENV = {'ULTRALYTICS_SAFE_LOAD': '1'}
 
@@ -237,7 +238,7 @@ def main(argv=None):
     parser.add_argument('--imgsz', type=int, default=96)
     parser.add_argument('--out', type=Path, required=True)
     parser.add_argument('--save-result', type=Path, help='also write the result, with the command, date and '
-                        'versions, to this JSON file (scripts/results/ultralytics_parity_*.json, for the docs)')
+                        'versions, to this JSON file (docs/results/ultralytics_parity_*.json, for the docs)')
     args = parser.parse_args(argv)
     os.environ.update({k: v for k, v in offline_env().items() if k not in os.environ})
     os.environ.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)

@@ -10,16 +10,14 @@
 The YOLOv5 tree is --yolov5, else the current folder.
 """
 import argparse
-import datetime
 import sys
 from pathlib import Path
 
-import torch
 import yaml
 
 from .. import __version__, resources
 from ..hosts.rows import STAGES_PER_ROW, backbone_row, with_pretrained
-from ..hosts.yolov5 import YOLOV5_BN_EPS
+from ..hosts.yolov5 import YOLOV5_BN_EPS, write_checkpoint
 from ..hosts.yolov5_tree import ApplyError, find_tree
 from ..pretrained import rescale_bn_for_eps
 
@@ -54,8 +52,7 @@ def write_weights_file(yolo, cfg, source, out, classify=False):
     # from this file never needs the timm file again.
     if classify:
         model = yolo.ClassificationModel(model=model, nc=cfg['nc'], cutoff=CLASSIFY_CUTOFF)
-    torch.save({'model': model, 'ema': None, 'epoch': -1, 'optimizer': None, 'best_fitness': None,
-                'date': datetime.datetime.now().isoformat(), 'mnv4_pretrained': str(source)}, out)
+    write_checkpoint(model, out, half=False, mnv4_pretrained=str(source))
     return len(backbone.state_dict())
 
 

@@ -63,16 +63,12 @@ def keras_detector(model, imgsz):
 
 
 def dataset_images(data, split, imgsz, n):
-    """The first `n` images of the data's `split` as YOLOv5 feeds them: letterboxed, RGB, NCHW, in [0, 1]."""
-    import numpy as np
-    from utils.dataloaders import LoadImages
+    """The first `n` images of the data's `split` as YOLOv5 feeds them: letterboxed, RGB, NCHW, in [0, 1]
+    (export.images: the pixels of export.py's LoadImages)."""
     from utils.general import check_dataset
-    images = []
-    for _, im, *_ in LoadImages(check_dataset(str(data))[split], img_size=imgsz, auto=False):
-        images.append(im[None].astype(np.float32) / 255)
-        if len(images) == n:
-            break
-    return images
+
+    from ..export.images import letterboxed_images
+    return letterboxed_images(check_dataset(str(data))[split], imgsz, n)
 
 
 def calibration_images(data, imgsz, n=CALIBRATION_IMAGES, layout='NHWC'):
@@ -184,12 +180,10 @@ def detection_output(model):
 def parity_images(imgsz):
     """{'real': an embedded COCO image letterboxed to imgsz, 'random': uniform noise}, NCHW in [0, 1]."""
     import numpy as np
-    from utils.dataloaders import LoadImages
 
+    from ..export.images import letterboxed_images
     from ..resources import embedded_dataset
-    first = sorted((embedded_dataset() / 'images' / 'val2017').glob('*.jpg'))[0]
-    _, im, *_ = next(iter(LoadImages(str(first), img_size=imgsz, auto=False)))
-    return {'real': im[None].astype(np.float32) / 255,
+    return {'real': letterboxed_images(embedded_dataset() / 'images' / 'val2017', imgsz, 1)[0],
             'random': np.random.default_rng(0).random((1, 3, *imgsz), dtype=np.float32)}
 
 

@@ -2,8 +2,8 @@
 prints and the tests bound: for float exports the largest box and score errors, for int8 ones the
 signal-to-noise ratio of the scores per output level and the agreement of the detections after NMS.
 
-Outputs are YOLOv5's (1, anchors, 5 + classes) arrays, PyTorch layout. `detection_agreement` uses the
-host's NMS (YOLOv5's `utils.general.non_max_suppression`, importable inside the tree).
+Outputs are YOLOv5's (1, anchors, 5 + classes) arrays, PyTorch layout. Host-free: `nms` does what
+YOLOv5's `utils.general.non_max_suppression` does with its defaults, on one image.
 """
 import numpy as np
 
@@ -31,10 +31,26 @@ def score_snr_db(outputs, refs, strides, anchors_per_cell, imgsz):
                                  strides, anchors_per_cell, imgsz) for o, r in zip(outputs, refs)], axis=0)
 
 
-def nms(pred, conf=AGREEMENT_CONF):
+NMS_IOU, MAX_DET, MAX_NMS = 0.45, 300, 30000  # YOLOv5's non_max_suppression defaults
+
+
+def nms(pred, conf=AGREEMENT_CONF, iou=NMS_IOU):
+    """The detections (n, 6: x1 y1 x2 y2 confidence class) of one image's YOLOv5 output `pred`
+    ((1, anchors, 5 + classes)), as YOLOv5's non_max_suppression finds them: objectness above `conf`,
+    confidence objectness x best class score above `conf`, class-wise NMS at IoU `iou`, the best
+    MAX_DET by confidence."""
     import torch
-    from utils.general import non_max_suppression
-    return non_max_suppression(torch.from_numpy(np.ascontiguousarray(pred, np.float32)), conf, 0.45)[0]
+    from torchvision.ops import batched_nms
+    p = torch.from_numpy(np.ascontiguousarray(pred, np.float32)).reshape(-1, np.shape(pred)[-1])
+    p = p[p[:, 4] > conf]
+    confidence, cls = (p[:, 5:] * p[:, 4:5]).max(1)
+    boxes = torch.cat([p[:, :2] - p[:, 2:4] / 2, p[:, :2] + p[:, 2:4] / 2], 1)
+    keep = confidence > conf
+    boxes, confidence, cls = boxes[keep], confidence[keep], cls[keep]
+    order = confidence.argsort(descending=True)[:MAX_NMS]
+    boxes, confidence, cls = boxes[order], confidence[order], cls[order]
+    kept = batched_nms(boxes, confidence, cls, iou)[:MAX_DET]
+    return torch.cat([boxes[kept], confidence[kept, None], cls[kept, None].float()], 1)
 
 
 def matched(reference, other, iou=AGREEMENT_IOU):

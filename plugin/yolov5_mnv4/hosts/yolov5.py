@@ -58,6 +58,18 @@ from .stage import BackboneStage, load_pretrained_backbones
 YOLOV5_BN_EPS = 1e-3  # what YOLOv5's initialize_weights gives every BatchNorm
 
 
+def write_checkpoint(model, path, half=True, **extra):
+    """A checkpoint in train.py's layout, as far as YOLOv5's loaders (`attempt_load`,
+    DetectMultiBackend, torch.hub), `train.py --weights` and `classify/train.py --model` read it: the
+    model (fp16 as train.py saves it, unless `half` is False) under 'model', no EMA or optimizer, epoch
+    -1 (a finished run), and `extra` keys. The one checkpoint writer of the plugin, its tests and
+    benchmarks."""
+    import datetime
+    torch.save({'model': model.half() if half else model, 'ema': None, 'epoch': -1, 'optimizer': None,
+                'best_fitness': None, 'date': datetime.datetime.now().isoformat(), **extra}, path)
+    return path
+
+
 class _RidesConvBranch(type):
     """parse_model learns a layer's output width only for its known modules (Conv, C3, ...), found
     with `m in {Conv, ...}`. While one of our wrapped parse_model calls runs (`_riding_conv`), classes

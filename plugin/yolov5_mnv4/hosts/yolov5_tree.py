@@ -12,7 +12,6 @@ user's own file under one of our names) is kept and named; `--force` replaces it
 saving it as `<name>.bak` beside it.
 """
 import hashlib
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
