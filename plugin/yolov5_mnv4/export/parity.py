@@ -31,7 +31,7 @@ def score_snr_db(outputs, refs, strides, anchors_per_cell, imgsz):
                                  strides, anchors_per_cell, imgsz) for o, r in zip(outputs, refs)], axis=0)
 
 
-NMS_IOU, MAX_DET, MAX_NMS = 0.45, 300, 30000  # YOLOv5's non_max_suppression defaults
+NMS_IOU, MAX_DET, MAX_NMS, MAX_WH = 0.45, 300, 30000, 7680  # YOLOv5's non_max_suppression defaults
 
 
 def nms(pred, conf=AGREEMENT_CONF, iou=NMS_IOU):
@@ -40,16 +40,16 @@ def nms(pred, conf=AGREEMENT_CONF, iou=NMS_IOU):
     confidence objectness x best class score above `conf`, class-wise NMS at IoU `iou`, the best
     MAX_DET by confidence."""
     import torch
-    from torchvision.ops import batched_nms
+    from torchvision.ops import nms as nms_indices
     p = torch.from_numpy(np.ascontiguousarray(pred, np.float32)).reshape(-1, np.shape(pred)[-1])
     p = p[p[:, 4] > conf]
-    confidence, cls = (p[:, 5:] * p[:, 4:5]).max(1)
+    confidence, cls = (p[:, 5:] * p[:, 4:5]).max(1)  # class-wise NMS by offsetting each class's boxes
     boxes = torch.cat([p[:, :2] - p[:, 2:4] / 2, p[:, :2] + p[:, 2:4] / 2], 1)
     keep = confidence > conf
     boxes, confidence, cls = boxes[keep], confidence[keep], cls[keep]
     order = confidence.argsort(descending=True)[:MAX_NMS]
     boxes, confidence, cls = boxes[order], confidence[order], cls[order]
-    kept = batched_nms(boxes, confidence, cls, iou)[:MAX_DET]
+    kept = nms_indices(boxes + cls[:, None].float() * MAX_WH, confidence, iou)[:MAX_DET]  # as YOLOv5 rounds
     return torch.cat([boxes[kept], confidence[kept, None], cls[kept, None].float()], 1)
 
 
