@@ -200,8 +200,8 @@ def main(argv=None):
     rows, defaults, partitions = [], set(), {}
     data_yaml = out / 'data.yaml'
     if args.runtimes:
-        from yolov5_mnv4.cli.demo import coco_names, write_data_yaml
-        write_data_yaml(args.data.resolve(), coco_names(yolov5), data_yaml)
+        from yolov5_mnv4.resources import COCO_NAMES, write_data_yaml
+        write_data_yaml(args.data.resolve(), COCO_NAMES, data_yaml)
     for size in args.sizes:
         calibration = calibration_images(args.data.resolve(), size)
         runners = {}

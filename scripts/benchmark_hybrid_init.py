@@ -138,7 +138,7 @@ def main(argv=None):
               'date': time.strftime('%Y-%m-%d'), 'fresh_stage_std': fresh_scales()}
     print(json.dumps(result['fresh_stage_std'], indent=1), flush=True)
     shutil.rmtree(args.out / 'data', ignore_errors=True)
-    data_yaml, _ = prepare_data(args.data.resolve(), tree, args.out / 'data')
+    data_yaml, _ = prepare_data(args.data.resolve(), args.out / 'data')
     env = {**os.environ, **offline_env(args.out / 'state')}
     done = [name for name in RUNS if (args.out / name / 'results.csv').is_file()
             and len(epochs_of(args.out / name / 'results.csv')) == args.epochs]  # an earlier run's, kept

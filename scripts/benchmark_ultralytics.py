@@ -132,11 +132,11 @@ def main(argv=None):
         os.environ.setdefault(key, value)
     import yolov5_mnv4  # noqa: F401 (registers into the package when it is imported)
     from yolov5_mnv4.resources import embedded_dataset
-    from yolov5_mnv4.hosts.ultralytics import data_yaml
+    from yolov5_mnv4.resources import dataset_yaml
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     source = args.data.resolve() if (args.data / 'images' / 'train2017').is_dir() else embedded_dataset()
-    data = data_yaml(source, out)  # the int8 calibration images, copied
+    data = dataset_yaml(source, out)  # the int8 calibration images, copied
     if LITERT_TORCH.is_dir():
         sys.path.append(str(LITERT_TORCH))
     with_litert = importlib.util.find_spec('litert_torch') is not None

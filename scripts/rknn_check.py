@@ -136,7 +136,7 @@ def export(args):
     from yolov5_mnv4.export.runtimes import write_pngs
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    data = args.data or prepare_data(REPO / 'tests' / 'data' / 'coco64', args.yolov5, work / 'data')[0]
+    data = args.data or prepare_data(REPO / 'tests' / 'data' / 'coco64', work / 'data')[0]
     size = (args.img, args.img)
     calibration = dataset_images(data, 'train', size, CALIBRATION_IMAGES)
     val = dataset_images(data, 'val', size, VAL_IMAGES)

@@ -109,7 +109,7 @@ def test_weights_file_through_stock_train(yolov5_dir, offline, tmp_path):
         assert max_abs_diff(expected, backbone_taps(rebuilt.eval(), x)) < 1e-4
 
     from yolov5_mnv4.cli.demo import prepare_data
-    data_yaml, _ = prepare_data(embedded_dataset(), yolov5_dir, tmp_path)
+    data_yaml, _ = prepare_data(embedded_dataset(), tmp_path)
     train = subprocess.run([sys.executable, 'train.py', '--cfg', 'yolov5-mnv4-conv-s.yaml', '--weights', str(weights),
                             '--data', str(data_yaml), '--epochs', '1', '--img', '64', '--batch-size', '4',
                             '--workers', '0', '--device', 'cpu', '--noplots', '--freeze', '5', '--project',
@@ -143,7 +143,7 @@ def test_pretrained_row_frozen_training_then_checkpoints_outlive_the_timm_file(y
     cfg_path = tmp_path / 'pretrained-row.yaml'
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     from yolov5_mnv4.cli.demo import prepare_data
-    data_yaml, _ = prepare_data(embedded_dataset(), yolov5_dir, tmp_path)
+    data_yaml, _ = prepare_data(embedded_dataset(), tmp_path)
     runs = tmp_path / 'runs'
 
     log = run_train(yolov5_dir, offline, '--cfg', cfg_path, '--weights', '', '--data', data_yaml, '--epochs', 1,

@@ -50,7 +50,7 @@ INT8_RECALL, INT8_PRECISION = 0.25, 0.5
 def int8_data(yolov5_dir, tmp_path_factory):
     """A data YAML over the shipped coco64 subset (32 train images calibrate, 32 val images check)."""
     from yolov5_mnv4.cli.demo import prepare_data
-    return prepare_data(REPO / 'tests' / 'data' / 'coco64', yolov5_dir, tmp_path_factory.mktemp('int8'))[0]
+    return prepare_data(REPO / 'tests' / 'data' / 'coco64', tmp_path_factory.mktemp('int8'))[0]
 
 
 @pytest.fixture(scope='module')

@@ -394,7 +394,7 @@ def int8_export(tf, yolo, yolov5_dir, offline, tmp_path_factory):
     (curl, apt-get) cannot touch this machine."""
     from yolov5_mnv4.cli.demo import prepare_data
     work = tmp_path_factory.mktemp('int8')
-    data_yaml, _ = prepare_data(coco(), yolov5_dir, work)
+    data_yaml, _ = prepare_data(coco(), work)
     weights = work / 'model.pt'
     weights.write_bytes(TRAINED.read_bytes())
     empty_path = work / 'no-tools'
@@ -540,7 +540,7 @@ def hybrid_int8(tf, yolo, yolov5_dir, offline, tmp_path_factory):
     320, calibrated on the shipped images (always those: the bounds were measured on them)."""
     from yolov5_mnv4.cli.demo import prepare_data
     work = tmp_path_factory.mktemp('hybrid-int8')
-    data_yaml, _ = prepare_data(COCO64, yolov5_dir, work)
+    data_yaml, _ = prepare_data(COCO64, work)
     weights = save_detector_checkpoint(yolo, yolov5_dir / 'models' / 'mnv4' / 'yolov5-mnv4-hybrid-m.yaml',
                                        work / 'best.pt', peaked_at=HYBRID_IMG)
     result = subprocess.run([sys.executable, '-m', 'yolov5_mnv4', 'export', '--weights', weights, '--include',

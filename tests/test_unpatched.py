@@ -38,7 +38,7 @@ def run(cwd, env, *args, timeout=900):
 
 @pytest.fixture(scope='module')
 def data(yolov5_dir, tmp_path_factory):
-    return prepare_data(embedded_dataset(), yolov5_dir, tmp_path_factory.mktemp('data'))
+    return prepare_data(embedded_dataset(), tmp_path_factory.mktemp('data'))
 
 
 @pytest.fixture(scope='module')

@@ -81,6 +81,38 @@ def ultralytics_configs():
     return _as_folder(_files() / 'configs' / 'ultralytics', 'ultralytics-configs')
 
 
+# The 80 COCO classes, in the order of the COCO-format datasets of YOLOv5 and the Ultralytics package
+COCO_NAMES = ('person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat',
+              'traffic light', 'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog',
+              'horse', 'sheep', 'cow', 'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella',
+              'handbag', 'tie', 'suitcase', 'frisbee', 'skis', 'snowboard', 'sports ball', 'kite',
+              'baseball bat', 'baseball glove', 'skateboard', 'surfboard', 'tennis racket', 'bottle',
+              'wine glass', 'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple', 'sandwich', 'orange',
+              'broccoli', 'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair', 'couch', 'potted plant',
+              'bed', 'dining table', 'toilet', 'tv', 'laptop', 'mouse', 'remote', 'keyboard', 'cell phone',
+              'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book', 'clock', 'vase', 'scissors',
+              'teddy bear', 'hair drier', 'toothbrush')
+
+
+def write_data_yaml(data, names, path):
+    """A data YAML (YOLOv5's and the Ultralytics package's format) for the YOLO-format folder `data`
+    (images/ and labels/ with train2017 and val2017), with an absolute `path:`. Returns `path`."""
+    import yaml
+    spec = {'path': str(data), 'train': 'images/train2017', 'val': 'images/val2017', 'names': list(names)}
+    Path(path).write_text(yaml.safe_dump(spec, sort_keys=False))
+    return Path(path)
+
+
+def dataset_yaml(source, folder, names=COCO_NAMES):
+    """A copy of the YOLO-format dataset `source` in `folder`/dataset and its data YAML,
+    `folder`/data.yaml (write_data_yaml). Both hosts write label caches beside the labels: a copy keeps
+    them out of the source (the embedded images, a shared dataset). Returns the YAML's path."""
+    import shutil
+    data = shutil.copytree(source, Path(folder) / 'dataset', dirs_exist_ok=True,
+                           ignore=shutil.ignore_patterns('*.cache', 'README.md'))
+    return write_data_yaml(Path(data), names, Path(folder) / 'data.yaml')
+
+
 @functools.lru_cache(maxsize=None)
 def embedded_dataset():
     """The embedded YOLO-format dataset (images/ and labels/ with train2017 and val2017), as a folder."""

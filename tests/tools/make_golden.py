@@ -37,9 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for helpers when run as a script
 from helpers import input_dependent_, perturb_, real_images, write_checkpoint  # noqa: E402
-from yolov5_mnv4.cli.demo import write_data_yaml  # noqa: E402
 from yolov5_mnv4.hosts.offline import offline_env  # noqa: E402
-from yolov5_mnv4.resources import embedded_dataset  # noqa: E402
+from yolov5_mnv4.resources import dataset_yaml, embedded_dataset, write_data_yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / 'tests' / 'data' / 'golden'
@@ -113,13 +112,9 @@ def make_ultralytics_golden():
     from ultralytics import YOLO
     from ultralytics.nn.tasks import DetectionModel
 
-    from yolov5_mnv4.hosts.ultralytics import data_yaml
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data = data_yaml(three_class_data(work).parent / 'coco8-3', work / 'u')
-        import yaml
-        spec = yaml.safe_load(data.read_text())
-        data.write_text(yaml.safe_dump({**spec, 'names': dict(enumerate(NAMES))}, sort_keys=False))
+        data = dataset_yaml(three_class_data(work).parent / 'coco8-3', work / 'u', NAMES)
         torch.manual_seed(0)
         model = DetectionModel(ULTRALYTICS_CONFIG, nc=len(NAMES), verbose=False)
         ternarize_(model)

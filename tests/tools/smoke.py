@@ -82,7 +82,7 @@ def run(args):
     work = work_folder(args.out, 'smoke')
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    data_yaml, image = prepare_data((args.data or embedded_dataset()).resolve(), yolov5, work)
+    data_yaml, image = prepare_data((args.data or embedded_dataset()).resolve(), work)
     run_step = Runner(yolov5, work, offline_env(work / 'state'))
     best, log = train_val_detect_export(run_step, work, data_yaml, image, args.cfg, args.img, args.epochs, args.batch)
     losses = finite_losses(work / 'train' / 'results.csv')

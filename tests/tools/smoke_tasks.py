@@ -16,7 +16,8 @@ from pathlib import Path
 
 from make_task_data import make_classify, make_seg
 from smoke import COMPARE_ONNX
-from yolov5_mnv4.cli.demo import Runner, check, coco_names, work_folder, write_data_yaml
+from yolov5_mnv4.cli.demo import Runner, check, work_folder
+from yolov5_mnv4.resources import COCO_NAMES, write_data_yaml
 from yolov5_mnv4.hosts.offline import offline_env
 from yolov5_mnv4.resources import embedded_dataset
 
@@ -44,7 +45,7 @@ print(f'classify-model: {stages} MNv4 stages + {type(head).__name__}(in={head.co
 def seg(args, step, work, yolov5):
     data = work / 'seg-data'
     make_seg((args.data or embedded_dataset()).resolve(), data)
-    write_data_yaml(data, coco_names(yolov5), work / 'seg.yaml')
+    write_data_yaml(data, COCO_NAMES, work / 'seg.yaml')
     common = ['--img', args.img, '--device', 'cpu']
     step('seg-train', 'segment/train.py', '--cfg', args.cfg or 'yolov5-mnv4-conv-s-seg.yaml', '--weights', '',
          '--data', work / 'seg.yaml', '--epochs', 1, '--batch-size', args.batch, '--workers', 0, '--noplots',
@@ -65,7 +66,7 @@ def seg(args, step, work, yolov5):
 
 def classify(args, step, work, yolov5):
     data = work / 'cls-data'
-    made = make_classify((args.data or embedded_dataset()).resolve(), data, 3, 30, coco_names(yolov5))
+    made = make_classify((args.data or embedded_dataset()).resolve(), data, 3, 30, COCO_NAMES)
     print(f'classify data: {made}')
     detection = work / 'detection.pt'
     step('cls-detection-checkpoint', '-c', SAVE_DETECTION_CHECKPOINT, args.cfg or 'models/mnv4/yolov5-mnv4-conv-s.yaml',

@@ -95,7 +95,7 @@ def run(args):
     yolov5 = args.yolov5.resolve()
     work = work_folder(args.out, 'options')
     work.mkdir(parents=True, exist_ok=True)
-    data_yaml, _ = prepare_data((args.data or embedded_dataset()).resolve(), yolov5, work)
+    data_yaml, _ = prepare_data((args.data or embedded_dataset()).resolve(), work)
     images = sorted((work / 'dataset' / 'images' / 'val2017').glob('*.jpg'))
     step = Runner(yolov5, work, offline_env(work / 'state'))
     train = ['--cfg', args.cfg, '--weights', '', '--data', data_yaml, '--img', args.img, '--batch-size', 4,

@@ -41,8 +41,8 @@ def offline_env(**extra):
 def prepare_data(work):
     """The embedded images as the package's data YAML, and the first two val images."""
     from yolov5_mnv4.resources import embedded_dataset
-    from yolov5_mnv4.hosts.ultralytics import data_yaml
-    data = data_yaml(embedded_dataset(), work)
+    from yolov5_mnv4.resources import dataset_yaml
+    data = dataset_yaml(embedded_dataset(), work)
     return data, sorted((work / 'dataset' / 'images' / 'val2017').glob('*.jpg'))[:2]
 
 

@@ -15,33 +15,16 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from .. import __version__
-
-from .. import resources
+from .. import __version__, resources
 from ..hosts.offline import offline_env
 from ..hosts.yolov5_tree import ApplyError, find_tree
 
 
-def coco_names(yolov5):
-    return yaml.safe_load((yolov5 / 'data' / 'coco128.yaml').read_text())['names']
-
-
-def write_data_yaml(data, names, path):
-    """A YOLOv5 data YAML for a folder with images/{train2017,val2017} (an absolute `path:`)."""
-    spec = {'path': str(data), 'train': 'images/train2017', 'val': 'images/val2017', 'names': names}
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
-
-
-def prepare_data(source, yolov5, work):
-    """Copy a YOLO-format dataset (images/ and labels/ with train2017 and val2017) and write its YAML;
-    returns the YAML's path and the first val image."""
-    data = work / 'dataset'
-    shutil.copytree(source, data, ignore=shutil.ignore_patterns('*.cache'))
-    write_data_yaml(data, coco_names(yolov5), work / 'data.yaml')
-    return work / 'data.yaml', sorted((data / 'images' / 'val2017').glob('*.jpg'))[0]
+def prepare_data(source, work):
+    """A copy of a YOLO-format dataset (images/ and labels/ with train2017 and val2017) with its YAML
+    (COCO's class names) in `work`; returns the YAML's path and the first val image."""
+    data_yaml = resources.dataset_yaml(source, work)
+    return data_yaml, sorted((work / 'dataset' / 'images' / 'val2017').glob('*.jpg'))[0]
 
 
 def work_folder(out, label):
@@ -132,7 +115,7 @@ def main(argv=None, prog='yolov5-mnv4 demo'):
     work = work_folder(args.out, 'demo')
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    data_yaml, image = prepare_data((args.data or resources.embedded_dataset()).resolve(), yolov5, work)
+    data_yaml, image = prepare_data((args.data or resources.embedded_dataset()).resolve(), work)
     run_step = Runner(yolov5, work, offline_env(work / 'state'))
     best, _ = train_val_detect_export(run_step, work, data_yaml, image, args.cfg, args.img, args.epochs, args.batch)
     print(f'\nyolov5-mnv4 demo: {args.cfg} trained {args.epochs} epoch(s), validated, ran and exported.')

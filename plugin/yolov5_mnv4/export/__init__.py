@@ -7,7 +7,7 @@ import importlib
 
 from .._moved import forwarder
 
-SUBMODULES = ('parity', 'runtimes', 'tflite', 'tflite_int8')
+SUBMODULES = ('executorch', 'formats', 'images', 'mnn', 'ncnn', 'onnx', 'parity', 'runtimes', 'tflite', 'tflite_int8')
 _command = forwarder(__name__, f'{__package__.rpartition(".")[0]}.cli.export')
 
 

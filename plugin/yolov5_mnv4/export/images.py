@@ -48,3 +48,17 @@ def letterboxed_images(source, size, n=None):
     if not files:
         raise FileNotFoundError(f'no images in {source}')
     return [letterboxed(f, size) for f in files]
+
+
+def write_pngs(images, folder):
+    """Write NCHW float images in [0, 1] (batch 1, RGB, from 8-bit images) to `folder` as 0000.png, ...
+    (8-bit BGR files, exact); returns their paths. For the converters that read calibration files."""
+    import cv2
+    import numpy as np
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, im in enumerate(images):
+        rgb = np.rint(np.asarray(im)[0].transpose(1, 2, 0) * 255).clip(0, 255).astype(np.uint8)
+        paths.append(folder / f'{i:04d}.png')
+        cv2.imwrite(str(paths[-1]), rgb[:, :, ::-1])
+    return paths

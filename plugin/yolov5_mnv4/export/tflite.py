@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .formats import Runner
+
 
 def import_tensorflow():
     """Import TensorFlow, after triton where torch has it: importing triton (which torchvision.ops
@@ -28,7 +30,7 @@ def tflite_interpreter_class():
     return Interpreter
 
 
-class TFLiteModel:
+class TFLiteModel(Runner):
     """A .tflite detector as a function: float NHWC input in [0, 1] -> float output.
 
     Quantized (uint8/int8) inputs and outputs are (de)quantized with the model's own parameters, as
@@ -70,9 +72,7 @@ class TFLiteModel:
             results.append(y)
         return results[0] if len(results) == 1 else results
 
-    def __call__(self, x):
-        self.set_input(x)
-        self.invoke()
+    def output(self, raw):
         return self.get_outputs()
 
 

@@ -67,23 +67,6 @@ def shipped_config(name):
     return path if path.is_file() else None
 
 
-def data_yaml(source, folder):
-    """A data YAML for the package (COCO's class names) over a copy, in `folder`, of a YOLO-format
-    folder (images/ and labels/ in train2017 and val2017): the package writes label caches beside the
-    labels, so never into the source (the embedded images, a shared dataset). Returns its path."""
-    import shutil
-
-    import ultralytics
-    import yaml
-    data = Path(shutil.copytree(source, Path(folder) / 'dataset', dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns('*.cache', 'README.md')))
-    names = yaml.safe_load((Path(ultralytics.__file__).parent / 'cfg' / 'datasets' / 'coco8.yaml').read_text())['names']
-    path = Path(folder) / 'data.yaml'
-    path.write_text(yaml.safe_dump({'path': str(data), 'train': 'images/train2017', 'val': 'images/val2017',
-                                    'names': names}, sort_keys=False))
-    return path
-
-
 def expand_backbone_rows(d):
     """(copy of the model dict with its MobileNetV4 row replaced by five placeholder rows,
     {layer index: (variant, weights)} of the placeholders: the stage index, as the row is first)."""
