@@ -194,7 +194,14 @@ def timm_weights_table(weights):
     return '\n'.join(lines) + '\n'
 
 
-RENDERERS = {'configs': config_table, 'timm': timm_weights_table, 'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
+def startup_cost(result):
+    """docs/ultralytics.md: `python -c pass` with the start-up hook on and off (scripts/benchmark_startup.py)."""
+    on, off = result['median_ms']['on'], result['median_ms']['off']
+    return (f'{result["ratio"]:.2f}x the start-up time of `python -c pass` ({on:.1f} against {off:.1f} ms, medians of '
+            f'{result["runs"]} interleaved runs; `{result["command"]}`, {result["date"]}, {result["machine"]})\n')
+
+
+RENDERERS = {'configs': config_table, 'startup': startup_cost, 'timm': timm_weights_table, 'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
 
 
 def rendered(text):

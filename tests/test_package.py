@@ -62,6 +62,10 @@ def test_wheel_and_sdist_carry_configs_hashes_and_data(dist):
     inside = [m.name[len(f'{root}/plugin/'):] for m in members if m.name.startswith(f'{root}/plugin/') and m.isfile()]
     missing, _ = data_files(inside)
     assert not missing, f'the sdist lacks {sorted(missing)} (or holds them as links)'
+    assert 'yolov5_mnv4_startup.pth' in inside  # the start-up hook's .pth, which setup.py puts into the wheel
+    with zipfile.ZipFile(wheel) as z:
+        assert z.read('yolov5_mnv4_startup.pth').decode().strip() == 'import yolov5_mnv4_startup'
+        assert 'yolov5_mnv4_startup.py' in z.namelist()
     print(f'wheel: {len(names)} files; sdist: {len(members)} members')
 
 
@@ -214,3 +218,28 @@ print('OLD PATHS OK', len(MOVED))
     assert proc.returncode == 0 and 'OLD PATHS OK 16' in proc.stdout, proc.stdout + proc.stderr
     control = run_installed(installed, 'import yolov5_mnv4.integratoin', cwd=tmp_path)  # a misspelt old path
     assert control.returncode != 0 and "No module named 'yolov5_mnv4.integratoin'" in control.stderr
+
+
+def test_installed_wheels_start_up_hook_registers_when_the_package_is_imported(installed, tmp_path):
+    """The wheel's .pth, processed as site-packages' are (site.addsitedir on the target folder): the
+    finder is armed, nothing is imported until ultralytics.nn.tasks is, and then the plugin (the
+    wheel's) has registered."""
+    code = """
+import site, sys
+# this environment's own hook (the checkout's editable install) out of the way, the wheel's folder first
+sys.modules.pop('yolov5_mnv4_startup', None)
+sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != 'UltralyticsFinder']
+sys.path.insert(0, sys.argv[1])
+site.addsitedir(sys.argv[1])  # processes its .pth files as site-packages' are
+finder = next(f for f in sys.meta_path if type(f).__name__ == 'UltralyticsFinder')
+print('ARMED', type(finder).__module__, sys.modules[type(finder).__module__].__file__.startswith(sys.argv[1]),
+      'yolov5_mnv4.hosts' in sys.modules)
+import ultralytics.nn.tasks as tasks
+from yolov5_mnv4.hosts.registration import is_registered
+print('REGISTERED', is_registered(tasks), sys.modules['yolov5_mnv4'].__file__.startswith(sys.argv[1]))
+"""
+    target, env = installed
+    proc = subprocess.run([sys.executable, '-c', code, str(target)], cwd=tmp_path, env={**env, 'PYTHONPATH': '',
+                          'YOLOV5_MNV4_STARTUP': '1'}, capture_output=True, text=True, timeout=600)
+    assert 'ARMED yolov5_mnv4_startup True False' in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    assert 'REGISTERED True True' in proc.stdout, proc.stdout + proc.stderr[-3000:]

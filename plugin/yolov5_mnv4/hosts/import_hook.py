@@ -47,6 +47,11 @@ def register_on_import(name, register):
         sys.meta_path.insert(0, _RegisterOnImport(name, register))
 
 
+def hook_for(name):
+    """The finder that register_on_import put on sys.meta_path for module `name`, or None."""
+    return next((f for f in sys.meta_path if isinstance(f, _RegisterOnImport) and f.target == name), None)
+
+
 def register_if_loaded(name, required, register):
     """Call `register(module)` if module `name` is imported, done importing and has every attribute in
     `required`: a module of that name that is not the host's is left alone."""

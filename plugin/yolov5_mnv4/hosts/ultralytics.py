@@ -109,6 +109,22 @@ def safe_classes():
     return classes
 
 
+def allow_safe_loading(log):
+    """Our classes as safe globals (torch >= 2.4; the pre-0.3.0 path of the stage from torch 2.5, which
+    takes (class, name) pairs). On an older torch safe loading does not exist: one line says so."""
+    add = getattr(torch.serialization, 'add_safe_globals', None)
+    if add is None:
+        log.info(f'yolov5-mnv4: torch {torch.__version__} has no safe loading (add_safe_globals, torch >= 2.4): '
+                 f'checkpoints load with plain unpickling only')
+        return
+    classes = safe_classes()
+    add([c for c in classes if not isinstance(c, tuple)])
+    try:
+        add([c for c in classes if isinstance(c, tuple)])
+    except (TypeError, AttributeError):  # torch 2.4: no (class, name) pairs, so no old names under safe loading
+        pass
+
+
 def register_loaded():
     """Register into `ultralytics.nn.tasks` if it is imported (and done importing) in this process."""
     register_if_loaded(HOST_MODULE, HOST_NAMES, register)
@@ -158,7 +174,7 @@ def register(tasks):
     _self_check(tasks, parse_model)
     tasks.parse_model, tasks.check_yaml, tasks.initialize_weights = parse_model, check_yaml, initialize_weights
     tasks.BaseModel.fuse, tasks.BaseModel.is_fused = fuse, is_fused_
-    torch.serialization.add_safe_globals(safe_classes())
+    allow_safe_loading(log)
 
 
 def _version():
