@@ -11,6 +11,11 @@
 #   scripts/compat.sh 2.4.1:0.19.1 2.9.1:0.24.1
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A machine may cap torch in its pip configuration (a constraints file): the versions tested here are
+# the point, so this script's installs ignore such a cap (an empty constraints file; its environments only).
+mkdir -p runs/compat
+: > runs/compat/no-constraints.txt
+export PIP_CONSTRAINT=$PWD/runs/compat/no-constraints.txt
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(2.1.2:0.16.2 2.15.0:)
 python=${PYTHON:-python3}

@@ -195,10 +195,12 @@ def timm_weights_table(weights):
 
 
 def startup_cost(result):
-    """docs/ultralytics.md: `python -c pass` with the start-up hook on and off (scripts/benchmark_startup.py)."""
+    """docs/ultralytics.md: what the start-up hook adds to `python -c pass` (scripts/benchmark_startup.py)."""
     on, off = result['median_ms']['on'], result['median_ms']['off']
-    return (f'{result["ratio"]:.2f}x the start-up time of `python -c pass` ({on:.1f} against {off:.1f} ms, medians of '
-            f'{result["runs"]} interleaved runs; `{result["command"]}`, {result["date"]}, {result["machine"]})\n')
+    return (f'importing the hook takes {result["hook_import_us"]:.0f} us, {result["hook_share"]:.1%} of the '
+            f'{on:.1f} ms that `python -c pass` takes; armed against switched off, {result["ratio"]:.2f}x '
+            f'({on:.1f} against {off:.1f} ms; medians of {result["runs"]} interleaved runs, `{result["command"]}`, '
+            f'{result["date"]}, {result["machine"]})\n')
 
 
 RENDERERS = {'configs': config_table, 'startup': startup_cost, 'timm': timm_weights_table, 'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}

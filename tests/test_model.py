@@ -12,6 +12,7 @@ from helpers import (BACKBONE_PARAMS, calibrate_batchnorm_, fusion_and_wrong_fol
 from yolov5_mnv4 import VARIANTS, MobileNetV4
 from yolov5_mnv4.attention import MobileMultiQueryAttention
 from yolov5_mnv4.blocks import UniversalInvertedBottleneck
+from yolov5_mnv4.export.onnx import onnx_file
 from yolov5_mnv4.layers import DropPath, LayerScale
 
 # Reference counts: timm 1.0.31's mobilenetv4_* models without their classifier, equal to the TF reference's.
@@ -203,7 +204,7 @@ def onnx_errors(model, x, path):
     running torch.onnx.export's file against eager PyTorch."""
     import onnxruntime as ort
     wrapped = WithAttentionBranches(model).eval()  # export restores the mode it finds, on every child
-    torch.onnx.export(wrapped, (x,), str(path), opset_version=12, dynamo=False, input_names=['images'])
+    onnx_file(wrapped, x, path, opset=12)  # the package's ONNX export (TorchScript-based, any torch >= 2.1)
     outputs = ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(None, {'images': x.numpy()})
     with torch.no_grad():
         ref = wrapped(x)
@@ -381,10 +382,14 @@ def test_onnx_export_takes_the_explicit_attention(monkeypatch, tmp_path, dynamo)
         calls.append(1)
         return explicit(*args)
 
+    import inspect
+    takes_dynamo = 'dynamo' in inspect.signature(torch.onnx.export).parameters
+    if dynamo and not takes_dynamo:
+        pytest.skip(f'torch {torch.__version__} has no dynamo ONNX exporter behind dynamo=True (torch >= 2.5)')
     monkeypatch.setattr(attention, 'attend_explicit', spy)
     block = MobileMultiQueryAttention(32, heads=2, key_dim=16, value_dim=16, kv_stride=1).eval()
-    torch.onnx.export(block, (torch.randn(1, 32, 8, 8),), str(tmp_path / 'mqa.onnx'), dynamo=dynamo,
-                      opset_version=18 if dynamo else 12)
+    torch.onnx.export(block, (torch.randn(1, 32, 8, 8),), str(tmp_path / 'mqa.onnx'), opset_version=18 if dynamo else 12,
+                      **({'dynamo': dynamo} if takes_dynamo else {}))
     assert calls
 
 
