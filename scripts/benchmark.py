@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from yolov5_mnv4.bench import THREADS, gflops, interleaved, markdown_table, ort_session, spread
 from yolov5_mnv4.resources import VARIANT_CONFIGS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +36,6 @@ TASK_MODELS = ['yolov5n', 'yolov5n-seg', 'MNv4-Conv-S', 'MNv4-Conv-S-seg', 'MNv4
                'MNv4-Conv-M-P2']
 BLOG = 'blog MNv4-S'
 MODELS = ['yolov5n', 'yolov5s', BLOG, *OURS]
-THREADS = 2
 
 
 def import_yolo(yolov5):
@@ -65,44 +65,11 @@ def config_path(yolov5, name):
     return yolov5 / 'models' / STOCK[name] if name in STOCK else REPO / 'models' / {**OURS, **TASK_CONFIGS}[name]
 
 
-def gflops(model, size):
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-    from unittest import mock
-    from yolov5_mnv4 import attention
-    counter = FlopCounterMode(display=False)
-    # The counter does not see inside the fused CPU attention kernel; count its explicit twin.
-    with counter, torch.inference_mode(), mock.patch.object(attention, 'attend', attention.attend_explicit):
-        model(torch.zeros(1, 3, size, size))
-    return counter.get_total_flops() / 1e9  # FLOPs = 2 x MACs, the convention of YOLOv5's GFLOPs
-
-
 def onnx_session(model, size, path):
     import torch
     from yolov5_mnv4.export.runtimes import onnx_file
     outputs = 2 if type(model).__name__ == 'SegmentationModel' else 1
     return ort_session(onnx_file(model, torch.zeros(1, 3, size, size), path, outputs=outputs))
-
-
-def ort_session(path):
-    """An ONNX Runtime CPU session on THREADS threads that do not spin when idle."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
-    options.add_session_config_entry('session.intra_op.allow_spinning', '0')  # idle threads must not steal
-    return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
-
-
-def interleaved(runners, reps, warmup):
-    """Time every runner once per round, round after round, so that machine drift hits all alike."""
-    times = {name: [] for name in runners}
-    for round_ in range(warmup + reps):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            if round_ >= warmup:
-                times[name].append((time.perf_counter() - start) * 1000)
-    return times
 
 
 def layer_times(yolov5, names, size=640, reps=10):
@@ -153,11 +120,6 @@ def backbone_vs_timm(size=640, reps=20, warmup=5):
         ours, theirs = (spread(times[(name, side)])[0] for side in ('ours', 'timm'))
         print(f'  {name:14s} ours {ours:7.1f}  timm {theirs:7.1f}  ratio {ours / theirs:.2f} (target <= 1.0)')
     return 0
-
-
-def spread(samples):
-    q = statistics.quantiles(samples, n=4)
-    return statistics.median(samples), q[2] - q[0]
 
 
 def memory_child(yolov5, size):
@@ -377,11 +339,6 @@ def latency_columns(sizes):
     for size in sizes:
         columns += [f'torch_{size}_ms', f'torch_{size}_iqr', f'ort_{size}_ms', f'ort_{size}_iqr']
     return columns
-
-
-def markdown_table(rows, columns):
-    lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
-    return lines + ['| ' + ' | '.join(str(r.get(c, '')) for c in columns) + ' |' for r in rows]
 
 
 def machine_line():

@@ -28,7 +28,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'scripts'))
-from benchmark import STOCK, THREADS, gflops, interleaved, ort_session, spread  # noqa: E402
+from benchmark import STOCK  # noqa: E402
+from yolov5_mnv4.bench import THREADS, gflops, interleaved, ort_session, spread  # noqa: E402
 
 MODELS = {'yolov5n': 'yolov5n.yaml', 'yolov5s': 'yolov5s.yaml',
           'MNv4-Conv-S': 'yolov5-mnv4-conv-s.yaml', 'MNv4-Conv-S-ReLU': 'yolov5-mnv4-conv-s-relu.yaml',

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'scripts'))
 sys.path.insert(0, str(REPO / 'tests'))  # the weight perturbation and attention peaking of the tests
-from benchmark import THREADS, interleaved, spread  # noqa: E402
+from yolov5_mnv4.bench import THREADS, interleaved, spread  # noqa: E402
 
 COCO128 = REPO.parent / 'shared' / 'datasets' / 'coco128'
 SHIPPED = REPO / 'tests' / 'data' / 'coco64'

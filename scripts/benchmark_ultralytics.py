@@ -22,7 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'scripts'))
-from benchmark import THREADS, gflops, interleaved, ort_session, spread  # noqa: E402
+from yolov5_mnv4.bench import THREADS, gflops, interleaved, ort_session, spread  # noqa: E402
 
 PAIRS = [('yolo11n', 'yolo11n-mnv4-conv-s'), ('yolo26n', 'yolo26n-mnv4-conv-s'),
          ('yolo11s', 'yolo11s-mnv4-conv-m'), ('yolo26s', 'yolo26s-mnv4-conv-m')]

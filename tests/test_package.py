@@ -243,3 +243,31 @@ print('REGISTERED', is_registered(tasks), sys.modules['yolov5_mnv4'].__file__.st
                           'YOLOV5_MNV4_STARTUP': '1'}, capture_output=True, text=True, timeout=600)
     assert 'ARMED yolov5_mnv4_startup True False' in proc.stdout, proc.stdout + proc.stderr[-3000:]
     assert 'REGISTERED True True' in proc.stdout, proc.stdout + proc.stderr[-3000:]
+
+
+def test_installed_wheel_benchmarks_conv_s_against_yolov5n(installed, offline, tmp_path):
+    """`yolov5-mnv4 benchmark --quick` from the wheel, no checkout on the path (the models built in the
+    PyPI yolov5 package): Conv-S and yolov5n timed in PyTorch and ONNX Runtime; the table, CSV, JSON
+    and plot it writes, and every ratio row naming the model's stock twin."""
+    import csv
+    import json
+    target, env = installed
+    out = tmp_path / 'bench'
+    proc = run_installed((target, {**env, **offline}), 'from yolov5_mnv4.cli.main import main; sys.exit(main(sys.argv[1:]))',
+                         'benchmark', '--quick', '--out', out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'models from PyPI yolov5' in proc.stdout and 'round 13/13' in proc.stdout  # where from; progress
+    result = json.loads((out / 'benchmark.json').read_text())
+    assert [r['model'] for r in result['rows']] == ['MNv4-Conv-S', 'yolov5n']
+    assert set(result['ratios']) == {'torch_320', 'onnxruntime_320'}
+    for pairs in result['ratios'].values():
+        assert list(pairs) == ['MNv4-Conv-S/yolov5n'] and all(0.2 < r['median'] < 5 for r in pairs.values())
+    rows = list(csv.DictReader((out / 'benchmark.csv').open()))
+    assert [r['model'] for r in rows] == ['MNv4-Conv-S', 'yolov5n'] and rows[0]['twin'] == 'yolov5n'
+    assert float(rows[0]['onnxruntime_320_ms']) > 0 and int(rows[1]['params']) == 1_867_405  # yolov5n, fused
+    text = (out / 'benchmark.md').read_text()
+    ratio_rows = [line for line in text.splitlines() if line.startswith('| PyTorch, 320') or line.startswith('| ONNX Runtime, 320')]
+    assert len(ratio_rows) == 2 and all('MNv4-Conv-S/yolov5n' in line for line in ratio_rows), text
+    png = (out / 'latency_vs_gflops.png').read_bytes()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 10_000
+    assert (out / 'MNv4-Conv-S-320.onnx').is_file()  # the export, cached for the next run

@@ -74,6 +74,9 @@ def report(tree=None):
             lines.append(f'YOLOv5 tree   {err}')
     for label, import_name, dist in RUNTIMES:
         lines.append(f'{label:<13} {_version(import_name, dist) or "not installed"}')
+    from ..bench import RUNTIMES as BENCH_RUNTIMES, available_runtimes
+    used = [BENCH_RUNTIMES[name][1] for name, ok in available_runtimes().items() if ok]
+    lines.append(f'benchmark     yolov5-mnv4 benchmark runs: {", ".join(used) or "none"}')
     return '\n'.join(lines)
 
 

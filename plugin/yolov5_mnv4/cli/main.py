@@ -7,6 +7,7 @@
     yolov5-mnv4 offline                        shell exports that switch off YOLOv5's network access
     yolov5-mnv4 check [--yolov5 PATH]          the environment, for a bug report
     yolov5-mnv4 yolo train model=yolo11n-mnv4-conv-s.yaml ...   the Ultralytics package's `yolo` with the plugin
+    yolov5-mnv4 benchmark [--quick]            latency of the MNv4 detectors beside yolov5n/s on this device
 """
 import importlib
 import sys
@@ -22,6 +23,7 @@ COMMANDS = {
     'offline': ('offline', "print shell exports that switch off YOLOv5's network touchpoints"),
     'check': ('check', 'print the plugin, torch, YOLOv5 and runtime versions, for a bug report'),
     'yolo': ('yolo', "the Ultralytics package's yolo command with the MobileNetV4 configs and layers"),
+    'benchmark': ('benchmark', 'time MobileNetV4 detectors beside their stock twins in every runtime installed here'),
 }
 
 

@@ -1,0 +1,99 @@
+"""`yolov5-mnv4 benchmark`: which MobileNetV4 detector is fastest on this device, measured here, beside
+its stock twin (yolov5n for Conv-S, yolov5s for the others), in every runtime installed.
+
+    yolov5-mnv4 benchmark --quick                                     # Conv-S and yolov5n, PyTorch and ONNX Runtime, 320
+    yolov5-mnv4 benchmark --models MNv4-Conv-S MNv4-Conv-M yolov5n yolov5s --sizes 320 640
+    yolov5-mnv4 benchmark --runtimes torch onnxruntime openvino ncnn mnn executorch --yolov5 /path/to/yolov5
+
+Builds the models from their configs (random weights with BatchNorm statistics of the embedded
+images: latency does not depend on training) in a YOLOv5 tree (--yolov5) or the PyPI `yolov5`
+package, exports them once per runtime (cached in --out), times them interleaved, and writes a table
+(terminal and Markdown), a CSV, JSON and a plot of latency against GFLOPs to --out.
+"""
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+from .. import __version__, bench
+
+QUICK = dict(models=['MNv4-Conv-S', 'yolov5n'], runtimes=['torch', 'onnxruntime'], sizes=[320], runs=1, reps=10, warmup=3)
+
+
+def table(rows, ratios, runtimes, sizes):
+    columns = ['model', 'twin', 'params', 'gflops_640']
+    for size in sizes:
+        for runtime in runtimes:
+            columns += [f'{runtime}_{size}_ms', f'{runtime}_{size}_iqr']
+    lines = bench.markdown_table(rows, columns)
+    ratio_lines = ['', 'Latency ratio to the stock twin, measured side by side in each run (median of the runs, range):',
+                   '| runtime, size | model / twin | ratio |', '|---|---|---|']
+    for key, pairs in ratios.items():
+        runtime, size = key.rsplit('_', 1)
+        for pair, r in pairs.items():
+            ratio_lines.append(f'| {bench.RUNTIMES[runtime][1]}, {size} | {pair} | {r["median"]:.2f} '
+                               f'({r["min"]:.2f}-{r["max"]:.2f}) |')
+    return lines, ratio_lines, columns
+
+
+def main(argv=None, prog='yolov5-mnv4 benchmark'):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split('\n')[0])
+    parser.add_argument('--models', nargs='+', choices=[*bench.OURS, *bench.STOCK], help='default: Conv-S, Conv-M and their twins')
+    parser.add_argument('--runtimes', nargs='+', choices=list(bench.RUNTIMES), help='default: every one installed')
+    parser.add_argument('--sizes', nargs='+', type=int, help='default: 320 640')
+    parser.add_argument('--runs', type=int, help='runs of interleaved rounds (default 3)')
+    parser.add_argument('--reps', type=int, help='timed rounds per run (default 20)')
+    parser.add_argument('--warmup', type=int, help='untimed rounds first (default 5)')
+    parser.add_argument('--quick', action='store_true', help='Conv-S and yolov5n in PyTorch and ONNX Runtime at 320, one short run')
+    parser.add_argument('--yolov5', type=Path, help='a YOLOv5 checkout to build the models in (default: the PyPI yolov5 package)')
+    parser.add_argument('--out', type=Path, default=Path('runs') / 'mnv4-benchmark', help='results and cached exports')
+    parser.add_argument('--version', action='version', version=f'yolov5-mnv4 {__version__}')
+    args = parser.parse_args(argv)
+    defaults = QUICK if args.quick else dict(models=['MNv4-Conv-S', 'MNv4-Conv-M', 'yolov5n', 'yolov5s'], runtimes=None,
+                                               sizes=[320, 640], runs=3, reps=20, warmup=5)
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    installed = bench.available_runtimes()
+    if args.runtimes is None:
+        args.runtimes = [name for name, ok in installed.items() if ok]
+    for name in [r for r in args.runtimes if not installed[r]]:
+        print(f'{prog}: skipping {bench.RUNTIMES[name][1]}: its package ({bench.RUNTIMES[name][0]}) is not installed')
+    args.runtimes = [r for r in args.runtimes if installed[r]]
+    if not args.runtimes:
+        parser.error('none of the runtimes asked for is installed')
+    args.out.mkdir(parents=True, exist_ok=True)
+    host = bench.Host(args.yolov5)
+    print(f'{prog}: {", ".join(args.models)} in {", ".join(bench.RUNTIMES[r][1] for r in args.runtimes)} at '
+          f'{", ".join(map(str, args.sizes))}; {args.runs} run(s) of {args.warmup} + {args.reps} interleaved rounds; '
+          f'models from {host.name}', flush=True)
+    start = time.time()
+    rows, ratios = bench.measure(host, args.models, args.runtimes, args.sizes, args.runs, args.reps, args.warmup,
+                                 args.out, log=lambda line: print(f'{prog}: {line}', flush=True))
+    lines, ratio_lines, columns = table(rows, ratios, args.runtimes, args.sizes)
+    machine = bench.machine_line()
+    header = [f'{time.strftime("%Y-%m-%d")}, {machine}; yolov5-mnv4 {__version__}; fused models, batch 1; '
+              f'{args.runs} run(s) of {args.reps} interleaved rounds after {args.warmup} warm-ups; ms (IQR)']
+    text = '\n'.join([*header, '', *lines, *ratio_lines]) + '\n'
+    (args.out / 'benchmark.md').write_text(text)
+    with open(args.out / 'benchmark.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction='ignore')
+        writer.writeheader()
+        writer.writerows(rows)
+    result = {'command': f'yolov5-mnv4 benchmark {" ".join(sys.argv[2:] if argv is None else argv)}'.strip(),
+              'date': time.strftime('%Y-%m-%d'), 'machine': machine, 'host': host.name, 'sizes': args.sizes,
+              'runtimes': args.runtimes, 'runs': args.runs, 'reps': args.reps, 'warmup': args.warmup, 'rows': rows,
+              'ratios': ratios}
+    (args.out / 'benchmark.json').write_text(json.dumps(result, indent=1) + '\n')
+    bench.plot(rows, args.runtimes, max(args.sizes), args.out / 'latency_vs_gflops.png',
+               f'MobileNetV4 detectors and their stock twins ({machine.split(",")[0]})')
+    print('\n' + text)
+    print(f'{prog}: wrote benchmark.md, benchmark.csv, benchmark.json, latency_vs_gflops.png to {args.out} '
+          f'({time.time() - start:.0f} s)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
