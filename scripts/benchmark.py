@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from yolov5_mnv4.bench import THREADS, gflops, interleaved, markdown_table, ort_session, spread
+from yolov5_mnv4.bench import THREADS, gflops, interleaved, markdown_table, ort_session, spread, timed_runs, twin_ratios
 from yolov5_mnv4.resources import VARIANT_CONFIGS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -230,18 +230,13 @@ def time_models(yolo, yolov5, names, sizes, reps, warmup, out, runs=1):
         for name, m in models.items():
             runners[(name, 'torch')] = lambda m=m: m(x)
             runners[(name, 'ort')] = lambda s=sessions[name]: s.run(None, feed)
-        per_run = {key: [] for key in runners}
-        for run_ in range(runs):
-            print(f'benchmark: timing at {size}, run {run_ + 1}/{runs}: {warmup} warm-up + {reps} interleaved rounds',
-                  flush=True)
-            with torch.inference_mode():
-                times = interleaved(runners, reps, warmup)
-            for key, samples in times.items():
-                per_run[key].append(spread(samples))
-        for (name, runtime), results in per_run.items():
-            medians = [round(median, 1) for median, _ in results]
+        with torch.inference_mode():
+            timed = timed_runs(runners, runs, reps, warmup, lambda line: print(f'benchmark: {line}', flush=True),
+                               f'at {size}')
+        for (name, runtime), (ms, iqr, per_run) in timed.items():
+            medians = [round(m, 1) for m in per_run]
             rows[name][f'{runtime}_{size}_ms'] = round(statistics.median(medians), 1)
-            rows[name][f'{runtime}_{size}_iqr'] = round(statistics.median(iqr for _, iqr in results), 1)
+            rows[name][f'{runtime}_{size}_iqr'] = round(iqr, 1)
             rows[name][f'{runtime}_{size}_runs'] = medians
     return rows
 
@@ -351,19 +346,8 @@ RATIOS = [('MNv4-Conv-S', 'yolov5n'), ('MNv4-Conv-M', 'yolov5s'), ('MNv4-Conv-S'
 
 
 def same_run_ratios(rows, sizes):
-    """{'<runtime>_<size>': {'<ours>/<theirs>': {'median', 'min', 'max', 'runs'}}}: each run's ratio of
-    the two models' medians (measured interleaved in that run), and their median and range over the runs."""
-    by = {r['model']: r for r in rows}
-    ratios = {}
-    for size in sizes:
-        for runtime in ('torch', 'ort'):
-            key = f'{runtime}_{size}'
-            ratios[key] = {}
-            for ours, theirs in RATIOS:
-                per_run = [round(a / b, 3) for a, b in zip(by[ours][f'{key}_runs'], by[theirs][f'{key}_runs'])]
-                ratios[key][f'{ours}/{theirs}'] = {'median': round(statistics.median(per_run), 3),
-                                                   'min': min(per_run), 'max': max(per_run), 'runs': per_run}
-    return ratios
+    """{'<runtime>_<size>': {'<ours>/<theirs>': {'median', 'min', 'max', 'runs'}}} for RATIOS (bench.twin_ratios)."""
+    return twin_ratios({r['model']: r for r in rows}, ('torch', 'ort'), sizes, RATIOS)
 
 
 def report(rows, sizes, out, args, method):

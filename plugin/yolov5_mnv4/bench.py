@@ -210,35 +210,40 @@ def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print)
             for name, model in models.items():
                 log(f'preparing {name} in {RUNTIMES[runtime][1]} at {size}')
                 runners[(name, runtime)] = runner(runtime, model, size, folder)
-        per_run = {key: [] for key in runners}
-        for run_ in range(runs):
-            def progress(done, total, run_=run_):
-                if done == total or done % max(1, total // 4) == 0:
-                    log(f'timing at {size}: run {run_ + 1}/{runs}, round {done}/{total}')
-            times = interleaved(runners, reps, warmup, progress)
-            for key, samples in times.items():
-                per_run[key].append(spread(samples))
-        for (name, runtime), results in per_run.items():
-            medians = [round(m, 2) for m, _ in results]
-            rows[name][f'{runtime}_{size}_ms'] = round(statistics.median(medians), 2)
-            rows[name][f'{runtime}_{size}_iqr'] = round(statistics.median(iqr for _, iqr in results), 2)
-            rows[name][f'{runtime}_{size}_runs'] = medians
+        for (name, runtime), (ms, iqr, per_run) in timed_runs(runners, runs, reps, warmup, log, f'at {size}').items():
+            rows[name].update({f'{runtime}_{size}_ms': round(ms, 2), f'{runtime}_{size}_iqr': round(iqr, 2),
+                               f'{runtime}_{size}_runs': [round(m, 2) for m in per_run]})
     return list(rows.values()), twin_ratios(rows, runtimes, sizes)
 
 
-def twin_ratios(rows, runtimes, sizes):
-    """Each run's latency ratio of our model to its stock twin (both timed interleaved in that run),
-    and the median and range over the runs; only for twins that were measured."""
+def timed_runs(runners, runs, reps, warmup, log=None, label=''):
+    """{key: (median of the runs' medians, median of their IQRs, each run's median)}, in ms: `runs` runs
+    of `reps` interleaved rounds (after `warmup`) of every runner; progress to `log` four times a run."""
+    per_run = {key: [] for key in runners}
+    for run_ in range(runs):
+        def progress(done, total, run_=run_):
+            if log and (done == total or done % max(1, total // 4) == 0):
+                log(f'timing {label}: run {run_ + 1}/{runs}, round {done}/{total}')
+        for key, samples in interleaved(runners, reps, warmup, progress).items():
+            per_run[key].append(spread(samples))
+    return {key: (statistics.median(m for m, _ in results), statistics.median(i for _, i in results),
+                  [m for m, _ in results]) for key, results in per_run.items()}
+
+
+def twin_ratios(rows, runtimes, sizes, pairs=None):
+    """{'<runtime>_<size>': {'<ours>/<theirs>': {median, min, max, runs}}}: each run's latency ratio of
+    two models timed interleaved in that run, and the median and range over the runs; for `pairs`
+    (default: each of our models and its stock twin) where both were measured. `rows`: by model name."""
     ratios = {}
     for size in sizes:
         for runtime in runtimes:
             key = f'{runtime}_{size}'
             ratios[key] = {}
-            for ours, twin in TWINS.items():
-                if ours in rows and twin in rows and f'{key}_runs' in rows[ours]:
-                    per_run = [round(a / b, 3) for a, b in zip(rows[ours][f'{key}_runs'], rows[twin][f'{key}_runs'])]
-                    ratios[key][f'{ours}/{twin}'] = {'median': round(statistics.median(per_run), 3),
-                                                     'min': min(per_run), 'max': max(per_run), 'runs': per_run}
+            for ours, theirs in pairs or TWINS.items():
+                if ours in rows and theirs in rows and f'{key}_runs' in rows[ours]:
+                    per_run = [round(a / b, 3) for a, b in zip(rows[ours][f'{key}_runs'], rows[theirs][f'{key}_runs'])]
+                    ratios[key][f'{ours}/{theirs}'] = {'median': round(statistics.median(per_run), 3),
+                                                       'min': min(per_run), 'max': max(per_run), 'runs': per_run}
     return ratios
 
 
