@@ -39,7 +39,7 @@ for spec in "${versions[@]}"; do
     "$env/bin/pip" install -q --progress-bar off -e ".[$extras]" "torch==$torch" "torchvision==$vision" "$numpy" \
       'setuptools<81' 'yolov5==7.0.14' >> "$log" 2>&1
   else
-    "$env/bin/pip" install -q --progress-bar off -e . "torch==$torch" "$numpy" pytest onnx onnxruntime >> "$log" 2>&1
+    "$env/bin/pip" install -q --progress-bar off -e . "torch==$torch" "$numpy" pytest onnx onnxruntime onnxscript >> "$log" 2>&1
   fi
   tests=(tests/test_model.py)
   if [ -n "$vision" ]; then
