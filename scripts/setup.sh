@@ -37,6 +37,12 @@ step "installing the plugin and YOLOv5 v7.0's requirements ($(free_gb) GB free)"
 # The Ultralytics package (a second host) comes with yolov5==7.0.14 too; its extra pins the tested range.
 extras=${MNV4_SETUP_EXTRAS:-test,tflite,runtimes,ultralytics}
 pip install --progress-bar off -q -e ".[$extras]" 'setuptools<81' 'numpy<2.4' 'yolov5==7.0.14' ipython onnxscript
+if [[ ",$extras," == *,ultralytics,* ]] && [ ! -d .cache/ultralytics-8.3/ultralytics ]; then
+  # the package's older generation (its DDP worker script imports the trainer class instead of unpickling
+  # state), beside the installed 8.4, for tests/test_ultralytics_cli.py: on PYTHONPATH only in that test
+  step "getting ultralytics 8.3.100 into .cache/ultralytics-8.3 (the older DDP worker script)"
+  pip install --progress-bar off -q --no-deps --target .cache/ultralytics-8.3 'ultralytics==8.3.100'
+fi
 if [[ ",$extras," == *,tflite,* ]]; then
   step "installing litert-torch for the Ultralytics package's LiteRT export ($(free_gb) GB free)"
   scripts/litert_torch_env.sh

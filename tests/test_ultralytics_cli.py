@@ -170,3 +170,38 @@ def test_ddp_worker_builds_a_pretrained_timm_backbone(work, tmp_path):
                       timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and 'pretrained tensors loaded from' in out and 'epochs completed' in out, out[-3000:]
+
+
+ULTRALYTICS_8_3 = Path(__file__).resolve().parents[1] / '.cache' / 'ultralytics-8.3'  # scripts/setup.sh puts it there
+
+
+def test_ddp_worker_of_the_real_8_3_package_builds_and_trains(work):
+    """The same with ultralytics 8.3.100 itself (its own generate_ddp_file and trainer, on PYTHONPATH
+    before the installed 8.4), with a control that switches the hook off."""
+    if not (ULTRALYTICS_8_3 / 'ultralytics').is_dir():
+        message = f'{ULTRALYTICS_8_3} is missing (scripts/setup.sh installs ultralytics 8.3.100 there)'
+        if os.environ.get('MNV4_REQUIRE_ULTRALYTICS') == '1':
+            pytest.fail(message)
+        pytest.skip(message)
+    folder, data = work
+    overrides = dict(model=CONFIG, data=str(data), epochs=1, imgsz=64, batch=4, workers=0, plots=False, device='cpu',
+                     project=str(folder / 'runs'), name='ddp83', exist_ok=True)
+    code = """
+import json, sys
+import ultralytics
+from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.utils.dist import generate_ddp_file
+print('VERSION', ultralytics.__version__)
+print('WORKER', generate_ddp_file(DetectionTrainer(overrides=json.loads(sys.argv[1]))))
+"""
+    env = offline_env(PYTHONPATH=str(ULTRALYTICS_8_3))
+    proc = run_python(code, folder, env, json.dumps(overrides))
+    assert 'VERSION 8.3.100' in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]
+    worker = next(line.split(' ', 1)[1] for line in proc.stdout.splitlines() if line.startswith('WORKER '))
+    assert 'from ultralytics.models.yolo.detect.train import DetectionTrainer' in Path(worker).read_text()
+    run = f'import runpy; runpy.run_path({worker!r}, run_name="__main__")'
+    trained = run_python(run, folder, env, timeout=600)
+    out = trained.stdout + trained.stderr
+    assert trained.returncode == 0 and 'Ultralytics 8.3.100' in out and BUILT in out and 'epochs completed' in out, out[-3000:]
+    off = run_python(run, folder, {**env, **OFF}, timeout=600)
+    assert off.returncode != 0 and 'does not exist' in off.stdout + off.stderr, off.stderr[-2000:]
