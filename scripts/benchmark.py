@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from yolov5_mnv4.bench import THREADS, gflops, interleaved, markdown_table, ort_session, spread, timed_runs, twin_ratios
+from yolov5_mnv4.bench import THREADS, gflops, interleaved, markdown_table, ort_session, timed_runs, twin_ratios
 from yolov5_mnv4.resources import VARIANT_CONFIGS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,12 +72,15 @@ def onnx_session(model, size, path):
     return ort_session(onnx_file(model, torch.zeros(1, 3, size, size), path, outputs=outputs))
 
 
-def layer_times(yolov5, names, size=640, reps=10):
-    """Per-layer latency (ms, median) of fused eval models, as YOLOv5's forward loop runs them."""
+def layer_times(yolov5, names, out, size=640, reps=10):
+    """Per-layer latency (ms, median of `reps` rounds) of fused eval models, as YOLOv5's forward loop runs
+    them, sequentially (noisier than the interleaved tables); grouped into backbone (the config's
+    backbone rows, SPPF included), head and Detect. Writes out/layers.json."""
     import torch
     torch.set_num_threads(THREADS)
     yolo = import_yolo(yolov5)
     x = torch.zeros(1, 3, size, size)
+    models = []
     for name in names:
         model = build(yolo, yolov5, name)
         samples = [[] for _ in model.model]
@@ -92,15 +95,22 @@ def layer_times(yolov5, names, size=640, reps=10):
                     if round_ >= 3:
                         samples[layer.i].append((time.perf_counter() - start) * 1000)
                     outputs.append(y)
-        medians = [statistics.median(s) for s in samples]
+        medians = [round(statistics.median(s), 2) for s in samples]
+        head_start = len(model.model) - len(model.yaml['head'])
+        models.append({'model': name, 'layers': [{'i': layer.i, 'type': layer.type.split('.')[-1], 'ms': t}
+                                                 for layer, t in zip(model.model, medians)],
+                       'backbone_ms': round(sum(medians[:head_start]), 1),
+                       'head_ms': round(sum(medians[head_start:-1]), 1), 'detect_ms': round(medians[-1], 1)})
         print(f'{name} at {size}: total {sum(medians):.1f} ms; ' + ', '.join(
             f'{layer.i} {layer.type.split(".")[-1]} {t:.1f}' for layer, t in zip(model.model, medians)))
+    write_result(out / 'layers.json', {'size': size, 'reps': reps, 'models': models}, f'--layers {" ".join(names)}')
     return 0
 
 
-def backbone_vs_timm(size=640, reps=20, warmup=5):
+def backbone_vs_timm(out, size=640, runs=3, reps=20, warmup=5):
     """Backbone-only latency of each variant, ours (fused) against timm's same model computing the
-    same /4../32 taps, interleaved; prints the ratio (target: ours <= 1.0x timm)."""
+    same /4../32 taps, interleaved; the same-run ratio per variant, median and range over `runs`.
+    Writes out/backbones.json."""
     import timm
     import torch
     from yolov5_mnv4 import VARIANTS, MobileNetV4
@@ -114,12 +124,27 @@ def backbone_vs_timm(size=640, reps=20, warmup=5):
         runners[(name, 'timm')] = lambda m=reference: m.forward_intermediates(
             x, indices=[1, 2, 3, 4], extra_blocks=True, intermediates_only=True)
     with torch.inference_mode():
-        times = interleaved(runners, reps, warmup)
-    print(f'backbone latency at {size}, batch 1, {THREADS} threads, median of {reps} interleaved rounds (ms):')
+        timed = timed_runs(runners, runs, reps, warmup, lambda line: print(f'benchmark: {line}', flush=True), 'backbones')
+    rows = []
     for name in VARIANTS:
-        ours, theirs = (spread(times[(name, side)])[0] for side in ('ours', 'timm'))
-        print(f'  {name:14s} ours {ours:7.1f}  timm {theirs:7.1f}  ratio {ours / theirs:.2f} (target <= 1.0)')
+        (ours, _, ours_runs), (theirs, _, timm_runs) = timed[(name, 'ours')], timed[(name, 'timm')]
+        per_run = [round(a / b, 3) for a, b in zip(ours_runs, timm_runs)]
+        rows.append({'variant': name, 'ours_ms': round(ours, 1), 'timm_ms': round(theirs, 1),
+                     'ratio': {'median': round(statistics.median(per_run), 3), 'min': min(per_run), 'max': max(per_run)}})
+        print(f'  {name:14s} ours {ours:7.1f}  timm {theirs:7.1f}  ratio {statistics.median(per_run):.2f}')
+    write_result(out / 'backbones.json', {'size': size, 'runs': runs, 'reps': reps, 'warmup': warmup, 'rows': rows},
+                 '--backbones')
     return 0
+
+
+def write_result(path, result, options):
+    """A result file with the command, date and machine beside the numbers (docs/results)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result = {'command': f'python scripts/benchmark.py {options}', 'date': time.strftime('%Y-%m-%d'),
+              'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, torch {__import__("torch").__version__}, '
+                         f'{THREADS} threads', **result}
+    path.write_text(json.dumps(result, indent=1) + '\n')
+    print(f'benchmark: wrote {path}')
 
 
 def memory_child(yolov5, size):
@@ -400,9 +425,9 @@ def main(argv=None):
         return weight_layouts(yolo, yolov5, reps, warmup)
     if args.layers:
         sys.path.insert(0, str(REPO / 'scripts'))
-        return layer_times(args.yolov5.resolve(), args.layers)
+        return layer_times(args.yolov5.resolve(), args.layers, args.out)
     if args.backbones:
-        return backbone_vs_timm()
+        return backbone_vs_timm(args.out, runs=args.runs, reps=args.reps)
     if args.tasks:
         return run_tasks(args)
     if args.memory_child:

@@ -203,7 +203,98 @@ def startup_cost(result):
             f'{result["date"]}, {result["machine"]})\n')
 
 
-RENDERERS = {'configs': config_table, 'startup': startup_cost, 'timm': timm_weights_table, 'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
+def _markdown_rows(text):
+    """The rows of every Markdown table in `text`, as {column: cell} dicts."""
+    rows, header = [], None
+    for line in text.splitlines():
+        if not line.startswith('|'):
+            header = None
+            continue
+        cells = [c.strip() for c in line.strip().strip('|').split('|')]
+        if header is None:
+            header = cells
+        elif not set(''.join(cells)) <= set('-: '):
+            rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def _median(cell):
+    """'13.0 ±4.3' -> 13.0"""
+    return float(cell.split()[0])
+
+
+EDGE_RATIO_PAIRS = [('MNv4-Conv-S', 'yolov5n'), ('MNv4-Conv-S-ReLU', 'yolov5n'), ('MNv4-Conv-M', 'yolov5s'),
+                    ('MNv4-Conv-M-ReLU', 'yolov5s'), ('MNv4-Hybrid-M', 'MNv4-Conv-M')]
+
+
+def edge_ratios(text):
+    """docs/benchmarks.md: same-run ratios of medians in TFLite int8 and OpenVINO int8 at 320 / 640
+    (scripts/benchmark_edge.py's table)."""
+    by = {(r['model'], r['size']): r for r in _markdown_rows(text) if 'tflite_int8' in r}
+    lines = ['| ours / reference | TFLite int8 320 / 640 | OpenVINO int8 320 / 640 |', '|---|---|---|']
+    for ours, theirs in EDGE_RATIO_PAIRS:
+        cells = [' / '.join(f'{_median(by[(ours, size)][column]) / _median(by[(theirs, size)][column]):.2f}'
+                            for size in ('320', '640')) for column in ('tflite_int8', 'ov_int8')]
+        lines.append(f'| {ours} / {theirs} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+RUNTIME_COLUMNS = {'320': ['ncnn_fp32', 'mnn_fp32', 'et_fp32', 'mnn_int8', 'et_int8'], '640': ['ncnn_fp32', 'mnn_fp32', 'et_fp32']}
+RUNTIME_NAMES = {'ncnn_fp32': 'NCNN fp32', 'mnn_fp32': 'MNN fp32', 'et_fp32': 'ET fp32', 'mnn_int8': 'MNN int8',
+                 'et_int8': 'ET int8'}
+
+
+def runtimes_table(texts):
+    """docs/benchmarks.md: NCNN, MNN and ExecuTorch at 320 and 640, from the two runs' tables
+    (benchmark_edge_runtimes_320.md and _640.md)."""
+    rows = [r for text in texts.values() for r in _markdown_rows(text) if 'ncnn_fp32' in r]
+    by = {(r['model'], r['size']): r for r in rows}
+    models = list(dict.fromkeys(r['model'] for r in rows))
+    header = ['model', 'params (M)', 'GFLOPs 320 / 640'] + [f'{RUNTIME_NAMES[c]} {size}' for size, columns in
+                                                           RUNTIME_COLUMNS.items() for c in columns]
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for model in models:
+        small, large = by[(model, '320')], by[(model, '640')]
+        cells = [model, small['params (M)'], f'{small["GFLOPs"]} / {large["GFLOPs"]}']
+        cells += [by[(model, size)][c] for size, columns in RUNTIME_COLUMNS.items() for c in columns]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+# docs/export.md's per-block table: (variant, block, input, attention) rows of benchmark_int8_attention.md
+INT8_ATTENTION_ROWS = [('hybrid_medium', '/16', '640', 'perturbed'), ('hybrid_medium', '/16', '640', 'peaked'),
+                       ('hybrid_medium', '/32', '640', 'perturbed'), ('hybrid_medium', '/32', '640', 'peaked'),
+                       ('hybrid_large', '/16', '640', 'peaked'), ('hybrid_large', '/32', '640', 'peaked'),
+                       ('hybrid_medium', '/16', '320', 'peaked'), ('hybrid_medium', '/32', '320', 'peaked')]
+VARIANT_LABELS = {'hybrid_medium': 'Hybrid-M', 'hybrid_large': 'Hybrid-L'}
+
+
+def int8_attention_rows(text):
+    """docs/export.md: the attention blocks' int8 table, the rows INT8_ATTENTION_ROWS of the result file."""
+    by = {(r['variant'], r['block'], r['input'], r['attention']): r for r in _markdown_rows(text) if 'variant' in r}
+    lines = ['| block | input | attention | ms: full int8 / float attention / float block | XNNPACK partitions | '
+             'branch SNR dB (vs fp32 PyTorch) |', '|---|---|---|---|---|---|']
+    seen = set()
+    for key in INT8_ATTENTION_ROWS:
+        r = by[key]
+        label = f'{VARIANT_LABELS[key[0]]} {key[1]}'
+        if (key[0], key[1]) not in seen:
+            label += f' ({r["map"]})'
+            seen.add((key[0], key[1]))
+        attention = 'near-uniform' if key[3] == 'perturbed' else key[3]
+        lines.append(f'| {label} | {key[2]} | {attention} | {r["ms: full int8 / float attention / float block"]} | '
+                     f'{r["XNNPACK partitions"]} | {r["branch SNR dB"]} |')
+    return '\n'.join(lines) + '\n'
+
+
+def int8_attention_speedup(text):
+    """'2.6-8.9x': over every block of the result file, full int8 time over float attention time."""
+    ratios = [float(a) / float(b) for r in _markdown_rows(text) if 'variant' in r
+              for a, b, _ in [r['ms: full int8 / float attention / float block'].split(' / ')]]
+    return f'{min(ratios):.1f}-{max(ratios):.1f}x\n'
+
+
+RENDERERS = {'configs': config_table, 'int8-attention': int8_attention_rows, 'speedup': int8_attention_speedup, 'edge-ratios': edge_ratios, 'runtimes': runtimes_table, 'startup': startup_cost, 'timm': timm_weights_table, 'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
 
 
 def rendered(text):
@@ -214,8 +305,9 @@ def rendered(text):
             import importlib
             module, _, attribute = source.rpartition('.')
             data = getattr(importlib.import_module(module), attribute)
-        elif '*' in source:  # every matching JSON file, by name
-            data = {f.name: json.loads(f.read_text()) for f in sorted(RESULTS.glob(source))}
+        elif '*' in source:  # every matching file, by name (JSON parsed)
+            data = {f.name: json.loads(f.read_text()) if f.suffix == '.json' else f.read_text()
+                    for f in sorted(RESULTS.glob(source))}
         else:
             text = (RESULTS / source).read_text()
             data = json.loads(text) if source.endswith('.json') else text
