@@ -294,7 +294,34 @@ def int8_attention_speedup(text):
     return f'{min(ratios):.1f}-{max(ratios):.1f}x\n'
 
 
-RENDERERS = {'configs': config_table, 'int8-attention': int8_attention_rows, 'speedup': int8_attention_speedup, 'edge-ratios': edge_ratios, 'runtimes': runtimes_table, 'startup': startup_cost, 'timm': timm_weights_table, 'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
+SHORT = {'conv_small': 'Conv-S', 'conv_medium': 'Conv-M', 'conv_large': 'Conv-L', 'hybrid_medium': 'Hybrid-M',
+         'hybrid_large': 'Hybrid-L'}
+
+
+def backbones_line(result):
+    """docs/benchmarks.md: our backbones' latency over timm's, same-run ratios (scripts/benchmark.py --backbones)."""
+    parts = [f'{r["ratio"]["median"]:.2f} ({r["ratio"]["min"]:.2f}-{r["ratio"]["max"]:.2f}) {SHORT[r["variant"]]}'
+             for r in result['rows']]
+    return (f'{", ".join(parts)} (`{result["command"]}`, {result["date"]}, {result["machine"]}; {result["size"]} px, fused '
+            f'eager, median of {result["runs"]} runs of {result["reps"]} interleaved rounds, range)\n')
+
+
+STAGE_NAMES = ['stem', '/4', '/8', '/16', '/32']
+
+
+def layers_line(result):
+    """docs/benchmarks.md: where the time goes, from scripts/benchmark.py --layers (per layer, sequential)."""
+    by = {m['model']: m for m in result['models']}
+    ours, theirs = by['MNv4-Conv-S'], by['yolov5n']
+    stages = ', '.join(f'{name} {layer["ms"]:.0f}' for name, layer in zip(STAGE_NAMES, ours['layers']))
+    sppf = next(layer['ms'] for layer in ours['layers'] if layer['type'] == 'SPPF')
+    return (f'MNv4-Conv-S\'s backbone with SPPF {ours["backbone_ms"]:.0f} ms ({stages}, SPPF {sppf:.0f}) against '
+            f'{theirs["backbone_ms"]:.0f} ms for yolov5n\'s backbone, its head {ours["head_ms"]:.0f} against '
+            f'{theirs["head_ms"]:.0f} ms, and Detect {ours["detect_ms"]:.0f} against {theirs["detect_ms"]:.0f} ms '
+            f'(`{result["command"]}`, {result["date"]}, {result["machine"]}; {result["size"]} px, median of {result["reps"]} rounds)\n')
+
+
+RENDERERS = {'configs': config_table, 'backbones': backbones_line, 'layers': layers_line, 'int8-attention': int8_attention_rows, 'speedup': int8_attention_speedup, 'edge-ratios': edge_ratios, 'runtimes': runtimes_table, 'startup': startup_cost, 'timm': timm_weights_table, 'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
 
 
 def rendered(text):

@@ -31,3 +31,40 @@ def test_quick_benchmark_table_is_complete(yolov5_dir, offline, tmp_path):
         ratio = result['ratios'][f'{runtime}_320']['MNv4-Conv-S/yolov5n']
         same_run = by['MNv4-Conv-S'][f'{runtime}_320_runs'][0] / by['yolov5n'][f'{runtime}_320_runs'][0]
         assert abs(ratio['median'] - same_run) < 2e-3 and ratio['min'] <= ratio['median'] <= ratio['max']
+
+
+def test_benchmark_command_measures_the_accuracy_of_a_checkpoint_in_each_runtime(yolov5_dir, offline, tmp_path):
+    """`yolov5-mnv4 benchmark --weights best.pt --data`: the trained Conv-S-ReLU (tests/data) on the shipped
+    coco64 val images at 160, in PyTorch and ONNX Runtime: the same mAP in both (a float export that
+    lost accuracy would show), near what YOLOv5's val.py reports for it (mAP50 0.0050, mAP50-95 0.0015,
+    measured 2026-12-07 with rectangular batches; our square letterbox gave 0.0036 / 0.0011)."""
+    from yolov5_mnv4.resources import dataset_yaml
+    data = dataset_yaml(REPO / 'tests' / 'data' / 'coco64', tmp_path / 'data')
+    out = tmp_path / 'bench'
+    proc = subprocess.run([sys.executable, '-m', 'yolov5_mnv4', 'benchmark', '--models', '--weights',
+                           str(REPO / 'tests' / 'data' / 'mnv4-conv-s-relu-coco128-160.pt'), '--data', str(data),
+                           '--sizes', '160', '--runtimes', 'torch', 'onnxruntime', '--runs', '1', '--reps', '2',
+                           '--warmup', '1', '--yolov5', str(yolov5_dir), '--out', str(out)],
+                          capture_output=True, text=True, env=offline, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    row, = json.loads((out / 'benchmark.json').read_text())['rows']
+    maps = {runtime: (row[f'{runtime}_160_map50'], row[f'{runtime}_160_map']) for runtime in ('torch', 'onnxruntime')}
+    print(maps)
+    assert abs(maps['torch'][0] - maps['onnxruntime'][0]) < 2e-4 and abs(maps['torch'][1] - maps['onnxruntime'][1]) < 2e-4
+    assert 0.0025 < maps['torch'][0] < 0.0075 and 0.0007 < maps['torch'][1] < 0.0025
+
+
+def test_mean_average_precision_against_hand_computed_cases():
+    """The benchmark's mAP on cases worked out by hand, and controls that must lower it."""
+    import numpy as np
+    from yolov5_mnv4.bench import mean_average_precision
+    truth = [np.array([[0, 10, 10, 50, 50], [1, 60, 60, 100, 100]], float)]
+    perfect = [np.array([[10, 10, 50, 50, 0.9, 0], [60, 60, 100, 100, 0.8, 1]], float)]
+    assert mean_average_precision(perfect, truth) == (1.0, 1.0)
+    shifted = [np.array([[14, 10, 54, 50, 0.9, 0], [60, 60, 100, 100, 0.8, 1]], float)]  # IoU 0.818 on class 0
+    assert mean_average_precision(shifted, truth) == (1.0, 0.85)  # class 0 passes 7 of the 10 thresholds
+    # the class-0 box labelled 1: class 0 found nothing (AP 0); class 1's true box comes second (precision 0.5)
+    wrong_class = [np.array([[10, 10, 50, 50, 0.9, 1], [60, 60, 100, 100, 0.8, 1]], float)]
+    assert mean_average_precision(wrong_class, truth) == (0.25, 0.25)
+    missed = [np.array([[200, 200, 220, 220, 0.95, 1], [10, 10, 50, 50, 0.9, 0]], float)]
+    assert mean_average_precision(missed, truth) == (0.5, 0.5)

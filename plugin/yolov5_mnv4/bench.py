@@ -139,6 +139,18 @@ class Host:
         path.write_bytes(configs()[OURS[name]])
         return path
 
+    def load(self, weights):
+        """A trained checkpoint (train.py's best.pt), fused, eval, Detect returning the detections."""
+        import torch
+        try:
+            ckpt = torch.load(str(weights), map_location='cpu', weights_only=False)
+        except ModuleNotFoundError as err:
+            raise SystemExit(f'yolov5-mnv4 benchmark: {weights} needs the YOLOv5 code it was trained with '
+                             f'({err}): pass --yolov5 /path/to/yolov5') from None
+        model = (ckpt.get('ema') or ckpt['model']).float().fuse().eval()
+        model.model[-1].export = True
+        return model
+
     def build(self, name, images):
         """The fused eval detector `name`, BatchNorm statistics from `images`, Detect returning what
         exports return (the detections)."""
@@ -154,43 +166,52 @@ def machine_line(threads=THREADS):
     return f'{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} threads'
 
 
-def runner(runtime, model, size, folder, threads=THREADS):
-    """A function that runs `model` once on a zero image at `size` in `runtime` (exporting it to
-    `folder` first where the runtime needs a file; an export already there is reused)."""
+def predictor(runtime, model, size, folder, threads=THREADS):
+    """A function from an NCHW float32 batch at `size` to the detector's output as a numpy array
+    ((1, anchors, 5 + classes)), running `model` in `runtime` (exported to `folder` first where the
+    runtime needs a file; an export already there, from an earlier run, is reused)."""
     import numpy as np
     import torch
     x = torch.zeros(1, 3, size, size)
     if runtime == 'torch':
-        def run():
+        def predict(image):
             with torch.inference_mode():
-                model(x)
-        return run
-    stem = Path(folder) / f'{model.yaml_file_stem}-{size}'
+                return model(torch.from_numpy(image))[0].numpy()
+        return predict
+    stem = Path(folder) / f'{model.bench_name}-{size}'
     if runtime in ('onnxruntime', 'openvino'):
         from .export.onnx import onnx_file
         path = stem.with_suffix('.onnx')
         if not path.is_file():
             onnx_file(model, x, path)
         if runtime == 'onnxruntime':
-            session, feed = ort_session(path, threads), {'images': x.numpy()}
-            return lambda: session.run(None, feed)
+            session = ort_session(path, threads)
+            return lambda image: session.run(None, {'images': image})[0]
         import openvino as ov
-        compiled = ov.Core().compile_model(str(path), 'CPU', {'INFERENCE_NUM_THREADS': threads})
-        request = compiled.create_infer_request()
-        return lambda: request.infer({0: x.numpy()})
+        request = ov.Core().compile_model(str(path), 'CPU', {'INFERENCE_NUM_THREADS': threads}).create_infer_request()
+        return lambda image: np.asarray(request.infer({0: image})[0])
     from .export import runtimes
     path = {'ncnn': stem.with_name(stem.name + '_ncnn_model'), 'mnn': stem.with_suffix('.mnn'),
             'executorch': stem.with_suffix('.pte')}[runtime]
     if not path.exists():
         {'ncnn': runtimes.export_ncnn, 'mnn': runtimes.export_mnn, 'executorch': runtimes.export_executorch}[runtime](
             model, x, path)
-    loaded, image = runtimes.load(runtime, path, threads), np.zeros((1, 3, size, size), np.float32)
-    return lambda: loaded(image)
+    loaded = runtimes.load(runtime, path, threads)
+    return lambda image: np.asarray(loaded(image)).reshape(1, -1, model.model[-1].no)
 
 
-def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print):
+def runner(runtime, model, size, folder, threads=THREADS):
+    """A function that runs `model` once on a zero image at `size` in `runtime` (for timing)."""
+    import numpy as np
+    predict, image = predictor(runtime, model, size, folder, threads), np.zeros((1, 3, size, size), np.float32)
+    return lambda: predict(image)
+
+
+def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print, data=None, val_images=None):
     """Rows {model, params, gflops_640, <runtime>_<size>_ms, _iqr, _runs} and the same-run ratios of
-    each of our models to its twin {'<runtime>_<size>': {'<ours>/<twin>': {median, min, max, runs}}}."""
+    each of our models to its twin {'<runtime>_<size>': {'<ours>/<twin>': {median, min, max, runs}}}.
+    `names`: model names (OURS, STOCK) or checkpoint paths; with `data` (a YOLO data YAML), also
+    <runtime>_<size>_map50 and _map for the checkpoints, on its val images."""
     import torch
     from .export.images import letterboxed_images
     from .resources import embedded_dataset
@@ -199,10 +220,11 @@ def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print)
         letterboxed_images(embedded_dataset() / 'images' / 'train2017', 160)))
     models, rows = {}, {}
     for i, name in enumerate(names, 1):
-        log(f'[{i}/{len(names)}] building {name}')
-        models[name] = host.build(name, images)
-        models[name].yaml_file_stem = name
-        rows[name] = {'model': name, 'twin': TWINS.get(name, '(stock)'), 'params': sum(p.numel() for p in models[name].parameters()),
+        log(f'[{i}/{len(names)}] {"loading" if Path(name).suffix == ".pt" else "building"} {name}')
+        models[name] = host.load(name) if Path(name).suffix == '.pt' else host.build(name, images)
+        models[name].bench_name = Path(name).stem
+        rows[name] = {'model': Path(name).name if Path(name).suffix == '.pt' else name,
+                      'twin': TWINS.get(name, '(checkpoint)' if Path(name).suffix == '.pt' else '(stock)'), 'params': sum(p.numel() for p in models[name].parameters()),
                       'gflops_640': round(gflops(models[name], 640), 2)}
     for size in sizes:
         runners = {}
@@ -210,6 +232,14 @@ def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print)
             for name, model in models.items():
                 log(f'preparing {name} in {RUNTIMES[runtime][1]} at {size}')
                 runners[(name, runtime)] = runner(runtime, model, size, folder)
+        if data is not None:
+            items = validation_set(data, val_images)
+            for runtime in runtimes:
+                for name, model in models.items():
+                    if Path(name).suffix == '.pt':
+                        log(f'mAP of {Path(name).name} in {RUNTIMES[runtime][1]} at {size} on {len(items)} val images')
+                        map50, map_ = evaluate(predictor(runtime, model, size, folder), items, size)
+                        rows[name].update({f'{runtime}_{size}_map50': round(map50, 4), f'{runtime}_{size}_map': round(map_, 4)})
         for (name, runtime), (ms, iqr, per_run) in timed_runs(runners, runs, reps, warmup, log, f'at {size}').items():
             rows[name].update({f'{runtime}_{size}_ms': round(ms, 2), f'{runtime}_{size}_iqr': round(iqr, 2),
                                f'{runtime}_{size}_runs': [round(m, 2) for m in per_run]})
@@ -267,3 +297,100 @@ def plot(rows, runtimes, size, path, title):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ---- accuracy: mAP of each model in each runtime on the user's validation images (--data) ----
+
+def validation_set(data_yaml, limit=None):
+    """[(image path, labels (n, 5): class, x1, y1, x2, y2 in pixels)] of a YOLO data YAML's val split."""
+    import cv2
+    import numpy as np
+    import yaml
+
+    from .export.images import image_files
+    spec = yaml.safe_load(Path(data_yaml).read_text())
+    root = Path(spec.get('path') or Path(data_yaml).parent)
+    root = root if root.is_absolute() else (Path(data_yaml).parent / root).resolve()
+    val = spec['val'] if isinstance(spec['val'], list) else [spec['val']]
+    items = []
+    for image in image_files([root / v for v in val])[:limit]:
+        label = Path(str(image).replace(f'{Path("/images/")}', f'{Path("/labels/")}')).with_suffix('.txt')
+        h, w = cv2.imread(str(image)).shape[:2]
+        rows = np.array([line.split()[:5] for line in label.read_text().splitlines() if line.strip()] if label.is_file()
+                        else np.zeros((0, 5)), np.float64).reshape(-1, 5)
+        boxes = np.column_stack([rows[:, 0], (rows[:, 1] - rows[:, 3] / 2) * w, (rows[:, 2] - rows[:, 4] / 2) * h,
+                                 (rows[:, 1] + rows[:, 3] / 2) * w, (rows[:, 2] + rows[:, 4] / 2) * h])
+        items.append((image, boxes))
+    if not items:
+        raise SystemExit(f'yolov5-mnv4 benchmark: no validation images in {data_yaml}')
+    return items
+
+
+def box_iou(a, b):
+    import numpy as np
+    lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(2)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None] - inter + 1e-9)
+
+
+IOU_THRESHOLDS = [0.5 + 0.05 * i for i in range(10)]
+
+
+def mean_average_precision(detections, truths):
+    """(mAP at IoU 0.5, mAP at 0.5:0.95) over the classes present in `truths`: COCO's 101-point
+    interpolated AP, each detection (x1 y1 x2 y2 conf class) matched greedily by confidence to the
+    unmatched truth (class x1 y1 x2 y2) of its class it overlaps most."""
+    import numpy as np
+    records, counts = [], {}
+    for det, truth in zip(detections, truths):
+        for c in truth[:, 0]:
+            counts[int(c)] = counts.get(int(c), 0) + 1
+        det = det[np.argsort(-det[:, 4])] if len(det) else det
+        matched = np.zeros((len(IOU_THRESHOLDS), len(truth)), bool)
+        for d in det:
+            same = truth[:, 0] == d[5]
+            hits = []
+            ious = box_iou(d[None, :4], truth[:, 1:])[0] if len(truth) else np.zeros(0)
+            for t, threshold in enumerate(IOU_THRESHOLDS):
+                candidates = np.where(same & ~matched[t] & (ious >= threshold))[0]
+                if len(candidates):
+                    matched[t, candidates[np.argmax(ious[candidates])]] = True
+                hits.append(bool(len(candidates)))
+            records.append((int(d[5]), float(d[4]), hits))
+    aps = []
+    for c, n in counts.items():
+        mine = sorted((r for r in records if r[0] == c), key=lambda r: -r[1])
+        tp = np.array([r[2] for r in mine], float).reshape(-1, len(IOU_THRESHOLDS))
+        per_threshold = []
+        for t in range(len(IOU_THRESHOLDS)):
+            cum = np.cumsum(tp[:, t])
+            recall, precision = cum / n, cum / np.arange(1, len(cum) + 1)
+            envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
+            points = [envelope[recall >= r].max() if (recall >= r).any() else 0.0 for r in np.linspace(0, 1, 101)]
+            per_threshold.append(float(np.mean(points)))
+        aps.append(per_threshold)
+    aps = np.array(aps) if aps else np.zeros((1, len(IOU_THRESHOLDS)))
+    return float(aps[:, 0].mean()), float(aps.mean())
+
+
+def evaluate(predict, items, size, conf=0.001, iou=0.6):
+    """(mAP50, mAP50-95) of `predict` (predictor()) on `items` (validation_set), images letterboxed
+    to `size` (square: val.py's rectangular batches differ a little), NMS as val.py runs it
+    (confidence 0.001, IoU 0.6, every class above the confidence)."""
+    import cv2
+    import numpy as np
+
+    from .export.images import letterboxed
+    from .export.parity import nms
+    detections = []
+    for image, _ in items:
+        img = cv2.imread(str(image))
+        h, w = img.shape[:2]
+        r = min(size / h, size / w)
+        left, top = (size - round(w * r)) // 2, (size - round(h * r)) // 2
+        det = nms(predict(letterboxed(img, size)), conf, iou, multi_label=True).numpy().astype(np.float64)
+        det[:, [0, 2]] = (det[:, [0, 2]] - left) / r
+        det[:, [1, 3]] = (det[:, [1, 3]] - top) / r
+        detections.append(det)
+    return mean_average_precision(detections, [truth for _, truth in items])

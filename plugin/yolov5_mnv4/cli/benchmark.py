@@ -27,6 +27,8 @@ def table(rows, ratios, runtimes, sizes):
     for size in sizes:
         for runtime in runtimes:
             columns += [f'{runtime}_{size}_ms', f'{runtime}_{size}_iqr']
+            if any(f'{runtime}_{size}_map50' in r for r in rows):
+                columns += [f'{runtime}_{size}_map50', f'{runtime}_{size}_map']
     lines = bench.markdown_table(rows, columns)
     ratio_lines = ['', 'Latency ratio to the stock twin, measured side by side in each run (median of the runs, range):',
                    '| runtime, size | model / twin | ratio |', '|---|---|---|']
@@ -40,13 +42,16 @@ def table(rows, ratios, runtimes, sizes):
 
 def main(argv=None, prog='yolov5-mnv4 benchmark'):
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split('\n')[0])
-    parser.add_argument('--models', nargs='+', choices=[*bench.OURS, *bench.STOCK], help='default: Conv-S, Conv-M and their twins')
+    parser.add_argument('--models', nargs='*', choices=[*bench.OURS, *bench.STOCK], help='default: Conv-S, Conv-M and their twins; none: only --weights')
     parser.add_argument('--runtimes', nargs='+', choices=list(bench.RUNTIMES), help='default: every one installed')
     parser.add_argument('--sizes', nargs='+', type=int, help='default: 320 640')
     parser.add_argument('--runs', type=int, help='runs of interleaved rounds (default 3)')
     parser.add_argument('--reps', type=int, help='timed rounds per run (default 20)')
     parser.add_argument('--warmup', type=int, help='untimed rounds first (default 5)')
     parser.add_argument('--quick', action='store_true', help='Conv-S and yolov5n in PyTorch and ONNX Runtime at 320, one short run')
+    parser.add_argument('--weights', nargs='+', type=Path, default=[], help="trained checkpoints (train.py's best.pt) to time too")
+    parser.add_argument('--data', type=Path, help='a YOLO data YAML: also mAP of each --weights checkpoint in each runtime on its val images')
+    parser.add_argument('--val-images', type=int, help='with --data: only the first N val images')
     parser.add_argument('--yolov5', type=Path, help='a YOLOv5 checkout to build the models in (default: the PyPI yolov5 package)')
     parser.add_argument('--out', type=Path, default=Path('runs') / 'mnv4-benchmark', help='results and cached exports')
     parser.add_argument('--version', action='version', version=f'yolov5-mnv4 {__version__}')
@@ -56,6 +61,13 @@ def main(argv=None, prog='yolov5-mnv4 benchmark'):
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    for weights in args.weights:
+        if not weights.is_file():
+            parser.error(f'--weights {weights}: no such file')
+    if args.data is not None and not args.weights:
+        parser.error('--data measures the accuracy of trained checkpoints: give them with --weights')
+    if args.data is not None and not args.data.is_file():
+        parser.error(f'--data {args.data}: no such file')
     installed = bench.available_runtimes()
     if args.runtimes is None:
         args.runtimes = [name for name, ok in installed.items() if ok]
@@ -66,12 +78,14 @@ def main(argv=None, prog='yolov5-mnv4 benchmark'):
         parser.error('none of the runtimes asked for is installed')
     args.out.mkdir(parents=True, exist_ok=True)
     host = bench.Host(args.yolov5)
-    print(f'{prog}: {", ".join(args.models)} in {", ".join(bench.RUNTIMES[r][1] for r in args.runtimes)} at '
+    print(f'{prog}: {", ".join([*args.models, *(w.name for w in args.weights)])} in {", ".join(bench.RUNTIMES[r][1] for r in args.runtimes)} at '
           f'{", ".join(map(str, args.sizes))}; {args.runs} run(s) of {args.warmup} + {args.reps} interleaved rounds; '
           f'models from {host.name}', flush=True)
     start = time.time()
-    rows, ratios = bench.measure(host, args.models, args.runtimes, args.sizes, args.runs, args.reps, args.warmup,
-                                 args.out, log=lambda line: print(f'{prog}: {line}', flush=True))
+    names = [*args.models, *map(str, args.weights)]
+    rows, ratios = bench.measure(host, names, args.runtimes, args.sizes, args.runs, args.reps, args.warmup, args.out,
+                                 log=lambda line: print(f'{prog}: {line}', flush=True), data=args.data,
+                                 val_images=args.val_images)
     lines, ratio_lines, columns = table(rows, ratios, args.runtimes, args.sizes)
     machine = bench.machine_line()
     header = [f'{time.strftime("%Y-%m-%d")}, {machine}; yolov5-mnv4 {__version__}; fused models, batch 1; '

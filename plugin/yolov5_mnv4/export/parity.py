@@ -34,19 +34,24 @@ def score_snr_db(outputs, refs, strides, anchors_per_cell, imgsz):
 NMS_IOU, MAX_DET, MAX_NMS, MAX_WH = 0.45, 300, 30000, 7680  # YOLOv5's non_max_suppression defaults
 
 
-def nms(pred, conf=AGREEMENT_CONF, iou=NMS_IOU):
+def nms(pred, conf=AGREEMENT_CONF, iou=NMS_IOU, multi_label=False):
     """The detections (n, 6: x1 y1 x2 y2 confidence class) of one image's YOLOv5 output `pred`
     ((1, anchors, 5 + classes)), as YOLOv5's non_max_suppression finds them: objectness above `conf`,
-    confidence objectness x best class score above `conf`, class-wise NMS at IoU `iou`, the best
-    MAX_DET by confidence."""
+    confidence objectness x class score above `conf` (the best class, or with `multi_label` every class
+    above it, as val.py asks), class-wise NMS at IoU `iou`, the best MAX_DET by confidence."""
     import torch
     from torchvision.ops import nms as nms_indices
     p = torch.from_numpy(np.ascontiguousarray(pred, np.float32)).reshape(-1, np.shape(pred)[-1])
     p = p[p[:, 4] > conf]
-    confidence, cls = (p[:, 5:] * p[:, 4:5]).max(1)  # class-wise NMS by offsetting each class's boxes
+    scores = p[:, 5:] * p[:, 4:5]
     boxes = torch.cat([p[:, :2] - p[:, 2:4] / 2, p[:, :2] + p[:, 2:4] / 2], 1)
-    keep = confidence > conf
-    boxes, confidence, cls = boxes[keep], confidence[keep], cls[keep]
+    if multi_label:
+        i, j = (scores > conf).nonzero(as_tuple=False).T
+        boxes, confidence, cls = boxes[i], scores[i, j], j
+    else:
+        confidence, cls = scores.max(1)  # class-wise NMS by offsetting each class's boxes
+        keep = confidence > conf
+        boxes, confidence, cls = boxes[keep], confidence[keep], cls[keep]
     order = confidence.argsort(descending=True)[:MAX_NMS]
     boxes, confidence, cls = boxes[order], confidence[order], cls[order]
     kept = nms_indices(boxes + cls[:, None].float() * MAX_WH, confidence, iou)[:MAX_DET]  # as YOLOv5 rounds
