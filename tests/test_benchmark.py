@@ -68,3 +68,19 @@ def test_mean_average_precision_against_hand_computed_cases():
     assert mean_average_precision(wrong_class, truth) == (0.25, 0.25)
     missed = [np.array([[200, 200, 220, 220, 0.95, 1], [10, 10, 50, 50, 0.9, 0]], float)]
     assert mean_average_precision(missed, truth) == (0.5, 0.5)
+
+
+def test_benchmark_command_times_the_ultralytics_twins(offline, tmp_path):
+    """Our Ultralytics-package config beside its stock twin (yolo11n), in PyTorch and ONNX Runtime."""
+    from helpers import require
+    require('ultralytics', 'ultralytics')
+    out = tmp_path / 'bench'
+    env = {k: v for k, v in offline.items() if k != 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'}
+    proc = subprocess.run([sys.executable, '-m', 'yolov5_mnv4', 'benchmark', '--models', 'yolo11n-mnv4-conv-s', 'yolo11n',
+                           '--runtimes', 'torch', 'onnxruntime', '--sizes', '160', '--runs', '1', '--reps', '2',
+                           '--warmup', '1', '--out', str(out)], capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / 'benchmark.json').read_text())
+    assert [(r['model'], r['twin']) for r in result['rows']] == [('yolo11n-mnv4-conv-s', 'yolo11n'), ('yolo11n', '(stock)')]
+    assert [list(pairs) for pairs in result['ratios'].values()] == [['yolo11n-mnv4-conv-s/yolo11n']] * 2
+    assert result['rows'][0]['params'] > result['rows'][1]['params'] > 2_000_000  # fused yolo11n: 2.6 M

@@ -161,6 +161,38 @@ class Host:
         return model
 
 
+def ultralytics_models():
+    """{our Ultralytics-package config's name (stem): its stock twin}: yolo11n-mnv4-conv-s -> yolo11n."""
+    from .resources import ultralytics_configs
+    return {p.stem: p.stem.split('-mnv4')[0] for p in sorted(ultralytics_configs().glob('*.yaml'))}
+
+
+class UltralyticsHost:
+    """The Ultralytics package, for its detectors (yolo11n/s, yolo26n/s, yolov5nu/su) and our configs
+    for it: built from their YAML, fused, Detect in export mode (what its exports compute)."""
+
+    name = 'the Ultralytics package'
+
+    def __init__(self):
+        import yolov5_mnv4  # noqa: F401 (registers when the package is imported)
+        from ultralytics.nn.tasks import DetectionModel
+        self.model_class = DetectionModel
+
+    def build(self, name, images):
+        import torch
+        from .resources import ultralytics_configs
+        torch.manual_seed(0)
+        config = ultralytics_configs() / f'{name}.yaml'
+        model = self.model_class(str(config) if config.is_file() else f'{name}.yaml', verbose=False)
+        model = calibrate_batchnorm(model, images).fuse(verbose=False).eval()
+        model.model[-1].export = True
+        return model
+
+
+def is_ultralytics(name):
+    return name in ultralytics_models() or name in set(ultralytics_models().values())
+
+
 def machine_line(threads=THREADS):
     import torch
     return f'{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} threads'
@@ -197,7 +229,7 @@ def predictor(runtime, model, size, folder, threads=THREADS):
         {'ncnn': runtimes.export_ncnn, 'mnn': runtimes.export_mnn, 'executorch': runtimes.export_executorch}[runtime](
             model, x, path)
     loaded = runtimes.load(runtime, path, threads)
-    return lambda image: np.asarray(loaded(image)).reshape(1, -1, model.model[-1].no)
+    return lambda image: np.asarray(loaded(image))
 
 
 def runner(runtime, model, size, folder, threads=THREADS):
@@ -218,13 +250,18 @@ def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print,
     torch.set_num_threads(THREADS)
     images = torch.from_numpy(__import__('numpy').concatenate(
         letterboxed_images(embedded_dataset() / 'images' / 'train2017', 160)))
-    models, rows = {}, {}
+    models, rows, package = {}, {}, None
     for i, name in enumerate(names, 1):
         log(f'[{i}/{len(names)}] {"loading" if Path(name).suffix == ".pt" else "building"} {name}')
-        models[name] = host.load(name) if Path(name).suffix == '.pt' else host.build(name, images)
+        if is_ultralytics(name):
+            package = package or UltralyticsHost()
+            models[name] = package.build(name, images)
+        else:
+            models[name] = host.load(name) if Path(name).suffix == '.pt' else host.build(name, images)
         models[name].bench_name = Path(name).stem
         rows[name] = {'model': Path(name).name if Path(name).suffix == '.pt' else name,
-                      'twin': TWINS.get(name, '(checkpoint)' if Path(name).suffix == '.pt' else '(stock)'), 'params': sum(p.numel() for p in models[name].parameters()),
+                      'twin': {**TWINS, **ultralytics_models()}.get(
+                          name, '(checkpoint)' if Path(name).suffix == '.pt' else '(stock)'), 'params': sum(p.numel() for p in models[name].parameters()),
                       'gflops_640': round(gflops(models[name], 640), 2)}
     for size in sizes:
         runners = {}
@@ -269,7 +306,7 @@ def twin_ratios(rows, runtimes, sizes, pairs=None):
         for runtime in runtimes:
             key = f'{runtime}_{size}'
             ratios[key] = {}
-            for ours, theirs in pairs or TWINS.items():
+            for ours, theirs in pairs or [*TWINS.items(), *ultralytics_models().items()]:
                 if ours in rows and theirs in rows and f'{key}_runs' in rows[ours]:
                     per_run = [round(a / b, 3) for a, b in zip(rows[ours][f'{key}_runs'], rows[theirs][f'{key}_runs'])]
                     ratios[key][f'{ours}/{theirs}'] = {'median': round(statistics.median(per_run), 3),

@@ -4,6 +4,8 @@ its stock twin (yolov5n for Conv-S, yolov5s for the others), in every runtime in
     yolov5-mnv4 benchmark --quick                                     # Conv-S and yolov5n, PyTorch and ONNX Runtime, 320
     yolov5-mnv4 benchmark --models MNv4-Conv-S MNv4-Conv-M yolov5n yolov5s --sizes 320 640
     yolov5-mnv4 benchmark --runtimes torch onnxruntime openvino ncnn mnn executorch --yolov5 /path/to/yolov5
+    yolov5-mnv4 benchmark --models yolo11n-mnv4-conv-s yolo11n     # the Ultralytics package's models
+    yolov5-mnv4 benchmark --weights best.pt --data data.yaml       # your checkpoint, with mAP in every runtime
 
 Builds the models from their configs (random weights with BatchNorm statistics of the embedded
 images: latency does not depend on training) in a YOLOv5 tree (--yolov5) or the PyPI `yolov5`
@@ -42,7 +44,11 @@ def table(rows, ratios, runtimes, sizes):
 
 def main(argv=None, prog='yolov5-mnv4 benchmark'):
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split('\n')[0])
-    parser.add_argument('--models', nargs='*', choices=[*bench.OURS, *bench.STOCK], help='default: Conv-S, Conv-M and their twins; none: only --weights')
+    ultralytics = bench.ultralytics_models()
+    parser.add_argument('--models', nargs='*', choices=[*bench.OURS, *bench.STOCK, *ultralytics, *sorted(set(ultralytics.values()))],
+                        metavar='MODEL', help='default: Conv-S, Conv-M and their twins; none: only --weights. YOLOv5: '
+                        f'{", ".join([*bench.OURS, *bench.STOCK])}; the Ultralytics package: {", ".join(ultralytics)} '
+                        f'and their twins {", ".join(sorted(set(ultralytics.values())))}')
     parser.add_argument('--runtimes', nargs='+', choices=list(bench.RUNTIMES), help='default: every one installed')
     parser.add_argument('--sizes', nargs='+', type=int, help='default: 320 640')
     parser.add_argument('--runs', type=int, help='runs of interleaved rounds (default 3)')
