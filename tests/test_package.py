@@ -270,4 +270,5 @@ def test_installed_wheel_benchmarks_conv_s_against_yolov5n(installed, offline, t
     assert len(ratio_rows) == 2 and all('MNv4-Conv-S/yolov5n' in line for line in ratio_rows), text
     png = (out / 'latency_vs_gflops.png').read_bytes()
     assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 10_000
-    assert (out / 'MNv4-Conv-S-320.onnx').is_file()  # the export, cached for the next run
+    from yolov5_mnv4 import __version__
+    assert (out / f'MNv4-Conv-S-{__version__}-320.onnx').is_file()  # the export, cached for the next run

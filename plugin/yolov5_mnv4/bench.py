@@ -258,7 +258,7 @@ def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print,
             models[name] = package.build(name, images)
         else:
             models[name] = host.load(name) if Path(name).suffix == '.pt' else host.build(name, images)
-        models[name].bench_name = Path(name).stem
+        models[name].bench_name = export_name(name)
         rows[name] = {'model': Path(name).name if Path(name).suffix == '.pt' else name,
                       'twin': {**TWINS, **ultralytics_models()}.get(
                           name, '(checkpoint)' if Path(name).suffix == '.pt' else '(stock)'), 'params': sum(p.numel() for p in models[name].parameters()),
@@ -295,6 +295,16 @@ def timed_runs(runners, runs, reps, warmup, log=None, label=''):
             per_run[key].append(spread(samples))
     return {key: (statistics.median(m for m, _ in results), statistics.median(i for _, i in results),
                   [m for m, _ in results]) for key, results in per_run.items()}
+
+
+def export_name(name):
+    """The file stem of `name`'s cached exports: the plugin's version (the built model can change with
+    it) and, for a checkpoint, a digest of its bytes (a retrained best.pt is not the cached one)."""
+    from . import __version__
+    if Path(name).suffix == '.pt':
+        import hashlib
+        return f'{Path(name).stem}-{hashlib.sha256(Path(name).read_bytes()).hexdigest()[:10]}'
+    return f'{name}-{__version__}'
 
 
 def twin_ratios(rows, runtimes, sizes, pairs=None):
