@@ -103,7 +103,8 @@ FILE_CASES = [
      r"unsupported checkpoint format 'w.onnx': use .safetensors, .pth, .pt or .bin"),
     ('missing-file', 'missing.safetensors', None, FileNotFoundError,
      r'pretrained backbone weights not found: {path} \(a timm checkpoint file, or a timm model name such as '
-     r'mobilenetv4_conv_small.e2400_r224_in1k\)'),
+     r'mobilenetv4_conv_small.e2400_r224_in1k, or a variant name for its ImageNet weights: conv_small, conv_medium, '
+     r'conv_large, hybrid_medium, hybrid_large\)'),
 ]
 
 

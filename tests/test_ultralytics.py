@@ -272,6 +272,7 @@ def test_train_reload_safely_validate_predict_and_export(flows, route):
     print(f'{route} ({FLOWS[route]}): {json.dumps(result)}')
     assert result['safe_reload'] == 'MobileNetV4Stage'
     assert result['refused_without_plugin'].startswith('REFUSED yes'), result['refused_without_plugin']
+    assert result['safe_with_start_up_hook_only'] == 'REFUSED no', result['safe_with_start_up_hook_only']
     if route == 'cli':
         assert result['cli_val'] and result['cli_predict']
     else:  # interrupted after epoch 1 of 2, resumed from last.pt

@@ -121,9 +121,15 @@ def reload_checks(args, best, data, image, work):
     code, text = run([sys.executable, '-c', SAFE_RELOAD, best, data, args.imgsz, image], env, work / 'safe.log')
     safe = [line.split() for line in text.splitlines() if line.startswith('SAFE ')]
     out['safe_reload'] = safe[-1][1] if code == 0 and safe else f'failed: {text[-1500:]}'
-    code, text = run([sys.executable, '-c', UNSAFE_WITHOUT_PLUGIN, best], env, work / 'refused.log')
+    # without the plugin: its start-up hook (installed with it) switched off, nothing imports it
+    code, text = run([sys.executable, '-c', UNSAFE_WITHOUT_PLUGIN, best], {**env, 'YOLOV5_MNV4_STARTUP': '0'},
+                     work / 'refused.log')
     refused = [line for line in text.splitlines() if line.startswith('REFUSED ')]
     out['refused_without_plugin'] = refused[-1] if refused else f'no answer: {text[-1500:]}'
+    # the same plain process with the plugin's start-up hook on (as installed): it registers, loads safely
+    code, text = run([sys.executable, '-c', UNSAFE_WITHOUT_PLUGIN, best], env, work / 'hook-only.log')
+    loaded = [line for line in text.splitlines() if line.startswith('REFUSED ')]
+    out['safe_with_start_up_hook_only'] = loaded[-1] if loaded else f'no answer: {text[-1500:]}'
     return out
 
 
