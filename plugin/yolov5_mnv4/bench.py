@@ -210,10 +210,10 @@ def predictor(runtime, model, size, folder, threads=THREADS):
             with torch.inference_mode():
                 return model(torch.from_numpy(image))[0].numpy()
         return predict
-    stem = Path(folder) / f'{model.bench_name}-{size}'
+    stem = f'{model.bench_name}-{size}'  # may hold dots (the version): suffixes are added, never replaced
     if runtime in ('onnxruntime', 'openvino'):
         from .export.onnx import onnx_file
-        path = stem.with_suffix('.onnx')
+        path = Path(folder) / f'{stem}.onnx'
         if not path.is_file():
             onnx_file(model, x, path)
         if runtime == 'onnxruntime':
@@ -223,8 +223,7 @@ def predictor(runtime, model, size, folder, threads=THREADS):
         request = ov.Core().compile_model(str(path), 'CPU', {'INFERENCE_NUM_THREADS': threads}).create_infer_request()
         return lambda image: np.asarray(request.infer({0: image})[0])
     from .export import runtimes
-    path = {'ncnn': stem.with_name(stem.name + '_ncnn_model'), 'mnn': stem.with_suffix('.mnn'),
-            'executorch': stem.with_suffix('.pte')}[runtime]
+    path = Path(folder) / {'ncnn': f'{stem}_ncnn_model', 'mnn': f'{stem}.mnn', 'executorch': f'{stem}.pte'}[runtime]
     if not path.exists():
         {'ncnn': runtimes.export_ncnn, 'mnn': runtimes.export_mnn, 'executorch': runtimes.export_executorch}[runtime](
             model, x, path)

@@ -15,6 +15,7 @@ package, exports them once per runtime (cached in --out), times them interleaved
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,9 @@ def main(argv=None, prog='yolov5-mnv4 benchmark'):
     parser.add_argument('--out', type=Path, default=Path('runs') / 'mnv4-benchmark', help='results and cached exports')
     parser.add_argument('--version', action='version', version=f'yolov5-mnv4 {__version__}')
     args = parser.parse_args(argv)
+    # runtimes timed in turn: no thread pool may keep spinning on the cores after its run (OpenMP's
+    # default for torch and NCNN; set before torch is imported, which bench does lazily)
+    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     defaults = QUICK if args.quick else dict(models=['MNv4-Conv-S', 'MNv4-Conv-M', 'yolov5n', 'yolov5s'], runtimes=None,
                                                sizes=[320, 640], runs=3, reps=20, warmup=5)
     for key, value in defaults.items():
