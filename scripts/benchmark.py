@@ -267,7 +267,7 @@ def time_models(yolo, yolov5, names, sizes, reps, warmup, out, runs=1):
 
 
 def weight_layouts(yolo, yolov5, reps, warmup):
-    """The plugin's weight layout (integration.weights_strided_like_activations: 1x1 and depthwise
+    """The plugin's weight layout (hosts.yolov5.weights_strided_like_activations: 1x1 and depthwise
     kernels with channels-last strides, memory unchanged) against all weights channels-last (0.1.0,
     which YOLOv5's own fuse cannot .view()) and all in the default layout, on a model in training:
     eval unfused at batch 1, 320 px (val.py during training), and SGD steps at batch 8, 160 px."""

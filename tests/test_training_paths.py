@@ -181,7 +181,7 @@ if __name__ == '__main__':
 def test_ddp_two_ranks_without_grad_stride_warnings(yolov5_dir, offline, tmp_path):
     """DDP (gloo, 2 CPU ranks) on a hybrid: no "Grad strides do not match bucket view strides" (1x1
     and depthwise conv weights carry the channels-last strides of their gradients; see
-    integration.weights_strided_like_activations)."""
+    hosts.yolov5.weights_strided_like_activations)."""
     script = tmp_path / 'ddp.py'
     script.write_text(DDP_WORKER)
     rendezvous = tmp_path / 'rendezvous'  # a file, not a TCP port: nothing to collide with

@@ -1,4 +1,4 @@
-"""The Ultralytics package as a second host (ultralytics_host.py): every shipped config builds with the
+"""The Ultralytics package as a second host (hosts/ultralytics.py): every shipped config builds with the
 backbone's widths and fuses completely; pretrained timm weights survive the package's
 initialize_weights; registration refuses a parse_model it does not understand; one epoch of Conv-S
 with a YOLO11 head (through `yolov5-mnv4 yolo`) and with a YOLO26 head (through the package's trainer

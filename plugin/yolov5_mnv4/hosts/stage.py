@@ -1,6 +1,6 @@
 """One MobileNetV4 stage as a host's layer: what a YOLOv5 or an Ultralytics-package stage shares.
-Each host module subclasses it with the little its own model code needs (see integration.py and
-ultralytics_host.py); this module knows no host."""
+Each host module subclasses it with the little its own model code needs (see yolov5.py and
+ultralytics.py beside it); this module knows no host."""
 import torch.nn as nn
 
 from ..model import build_stage, to_channels_last

@@ -3,7 +3,7 @@
 `export.py --include saved_model pb tflite tfjs edgetpu` rebuilds the network in Keras through
 YOLOv5's `models/tf.py`, one `TF<Name>` layer per YAML row, each built from the weights of the
 PyTorch layer it mirrors. `TFMobileNetV4Stage` is that layer for our stages. It imports TensorFlow,
-so only `integration.register_tf` imports this module, when YOLOv5's `models/tf.py` is imported
+so only `hosts.yolov5.register_tf` imports this module, when YOLOv5's `models/tf.py` is imported
 (which has imported TensorFlow already); nothing else in the plugin needs TensorFlow.
 
 Everything here runs on TFLite's builtin operators (Conv2D, DepthwiseConv2D, Pad, Add, Mul,
