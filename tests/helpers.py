@@ -28,6 +28,17 @@ def require(module, extra='test'):
     return pytest.importorskip(module, reason=f'{module} is in the {extra} extra (pip install -e .[{extra}])')
 
 
+def require_installed(module, extra, gate='MNV4_REQUIRE_EDGE'):
+    """Like require(), for a module this process must not import (TensorFlow: importing it before
+    triton, which torchvision.ops brings later in the session, segfaults): only looked up. Missing:
+    a failure where the `gate` variable is set (CI), else a skip with the reason."""
+    import importlib.util
+    if importlib.util.find_spec(module) is None:
+        if os.environ.get(gate):
+            pytest.fail(f'{gate} is set but {module} is not installed: pip install -e .[{extra}]')
+        pytest.skip(f'{module} is in the {extra} extra (pip install -e .[{extra}])')
+
+
 @torch.no_grad()
 def perturb_(module, seed=0):
     """Move every BN statistic, BN affine, layer scale and bias away from its default, in place.

@@ -159,6 +159,30 @@ def test_bad_export_arguments(tmp_path, capsys, case, args, message):
     assert message in capsys.readouterr().err
 
 
+# (id, arguments of yolov5-mnv4 benchmark, message on stderr)
+BENCHMARK_CASES = [
+    ('no-rounds', ['--reps', '0'], '--reps must be 1 or more'),
+    ('no-runs', ['--runs', '0'], '--runs must be 1 or more'),
+    ('negative-warmup', ['--warmup', '-1'], '--warmup must be 0 or more'),
+    ('missing-weights', ['--weights', 'nowhere.pt'], '--weights nowhere.pt: no such file'),
+    ('data-without-weights', ['--data', __file__], '--data measures the accuracy of trained checkpoints: give them with --weights'),
+    ('unknown-runtime', ['--runtimes', 'tensorrt'], "argument --runtimes: invalid choice: 'tensorrt'"),
+    ('unknown-model', ['--models', 'yolov5x'], "argument --models: invalid choice: 'yolov5x'"),
+]
+
+
+@pytest.mark.parametrize('case, args, message', BENCHMARK_CASES, ids=[c[0] for c in BENCHMARK_CASES])
+def test_bad_benchmark_arguments(tmp_path, capsys, case, args, message):
+    """Refused before any model is built or any folder written."""
+    from yolov5_mnv4.cli.benchmark import main
+    out = tmp_path / 'out'
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, '--out', str(out)])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_export_names_a_missing_weights_file_and_a_folder_that_is_not_yolov5(tmp_path, capsys, monkeypatch):
     from yolov5_mnv4.cli.export import main
     with pytest.raises(SystemExit):

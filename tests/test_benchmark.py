@@ -84,3 +84,66 @@ def test_benchmark_command_times_the_ultralytics_twins(offline, tmp_path):
     assert [(r['model'], r['twin']) for r in result['rows']] == [('yolo11n-mnv4-conv-s', 'yolo11n'), ('yolo11n', '(stock)')]
     assert [list(pairs) for pairs in result['ratios'].values()] == [['yolo11n-mnv4-conv-s/yolo11n']] * 2
     assert result['rows'][0]['params'] > result['rows'][1]['params'] > 2_000_000  # fused yolo11n: 2.6 M
+
+
+def test_benchmark_command_in_tflite_when_asked(yolov5_dir, offline, tmp_path):
+    """TFLite is left out of the default runtimes (it imports TensorFlow) and runs when asked for:
+    Conv-S beside yolov5n (a ratio row in TFLite), and the trained checkpoint's mAP in TFLite equal to
+    PyTorch's (the fp32 .tflite is the same detector, its boxes scaled back to pixels)."""
+    from helpers import require_installed
+    require_installed('tensorflow', 'tflite')  # used in the command's process, never imported in this one
+    from yolov5_mnv4.resources import dataset_yaml
+    data = dataset_yaml(REPO / 'tests' / 'data' / 'coco64', tmp_path / 'data')
+    out = tmp_path / 'bench'
+    command = [sys.executable, '-m', 'yolov5_mnv4', 'benchmark', '--sizes', '160', '--runs', '1', '--reps', '2',
+               '--warmup', '1', '--yolov5', str(yolov5_dir), '--out', str(out)]
+    proc = subprocess.run([*command, '--models', 'MNv4-Conv-S', 'yolov5n', '--weights',
+                           str(REPO / 'tests' / 'data' / 'mnv4-conv-s-relu-coco128-160.pt'), '--data', str(data),
+                           '--runtimes', 'torch', 'tflite'], capture_output=True, text=True, env=offline, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / 'benchmark.json').read_text())
+    assert result['runtimes'] == ['torch', 'tflite']
+    assert list(result['ratios']['tflite_160']) == ['MNv4-Conv-S/yolov5n']
+    from yolov5_mnv4.bench import export_name
+    checkpoint_path = REPO / 'tests' / 'data' / 'mnv4-conv-s-relu-coco128-160.pt'
+    assert sorted(p.name for p in out.glob('*.tflite')) == sorted(  # cached under the names the next run looks for
+        f'{export_name(name)}-160.tflite' for name in ('MNv4-Conv-S', 'yolov5n', str(checkpoint_path)))
+    checkpoint = result['rows'][2]
+    print({k: v for k, v in checkpoint.items() if 'map' in k})
+    for key in ('160_map50', '160_map'):
+        assert checkpoint[f'torch_{key}'] > 0 and abs(checkpoint[f'tflite_{key}'] - checkpoint[f'torch_{key}']) < 2e-4
+    # by default, TFLite is named and left out (here only ONNX Runtime's absence would change the list)
+    default = subprocess.run([*command, '--models', 'yolov5n', '--reps', '1', '--out', str(tmp_path / 'default')],
+                             capture_output=True, text=True, env=offline, timeout=900)
+    assert default.returncode == 0, default.stdout[-3000:] + default.stderr[-3000:]
+    assert 'TFLite (LiteRT) is installed but imports TensorFlow: add it with --runtimes ... tflite' in default.stdout
+    assert 'tflite' not in json.loads((tmp_path / 'default' / 'benchmark.json').read_text())['runtimes']
+
+
+
+def test_benchmark_command_at_other_precisions(yolov5_dir, offline, tmp_path):
+    """--precisions fp16 int8: each offered runtime gets its own column (MNN fp16 and int8, ExecuTorch
+    int8, calibrated on the embedded images), the others are named as not offered, and the trained
+    checkpoint's mAP in each stays near fp32's (an export that lost its accuracy would show)."""
+    from yolov5_mnv4.resources import dataset_yaml
+    data = dataset_yaml(REPO / 'tests' / 'data' / 'coco64', tmp_path / 'data')
+    out = tmp_path / 'bench'
+    proc = subprocess.run([sys.executable, '-m', 'yolov5_mnv4', 'benchmark', '--models', '--weights',
+                           str(REPO / 'tests' / 'data' / 'mnv4-conv-s-relu-coco128-160.pt'), '--data', str(data),
+                           '--sizes', '160', '--runtimes', 'torch', 'mnn', 'executorch', '--precisions', 'fp32', 'fp16',
+                           'int8', '--runs', '1', '--reps', '2', '--warmup', '1', '--yolov5', str(yolov5_dir), '--out',
+                           str(out)], capture_output=True, text=True, env=offline, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'fp16 is not offered here in PyTorch, ExecuTorch' in proc.stdout
+    assert 'int8 is not offered here in PyTorch' in proc.stdout
+    result = json.loads((out / 'benchmark.json').read_text())
+    assert result['runtimes'] == ['torch', 'mnn', 'executorch', 'mnn-fp16', 'mnn-int8', 'executorch-int8']
+    row, = result['rows']
+    maps = {key: row[f'{key}_160_map50'] for key in result['runtimes']}
+    print(maps)
+    assert maps['torch'] > 0.0025
+    assert abs(maps['mnn-fp16'] - maps['torch']) < 0.1 * maps['torch']
+    for key in ('mnn-int8', 'executorch-int8'):
+        assert abs(maps[key] - maps['torch']) < 0.5 * maps['torch'], key
+    assert '| MNN int8 ms (IQR) | MNN int8 mAP50 / mAP50-95 |' in (out / 'benchmark.md').read_text()
+    assert len(list(out.glob('*-160-int8.mnn'))) == 1 and len(list(out.glob('*-160-int8.pte'))) == 1  # cached apart

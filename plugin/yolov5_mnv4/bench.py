@@ -5,8 +5,9 @@ Models are YOLOv5 detectors built from their configs (ours, and the stock twins 
 in a YOLOv5 tree or the PyPI `yolov5` package, fused, with BatchNorm statistics of real images (the
 embedded COCO images: random statistics could leave a head whose activations underflow). They run in
 every runtime asked for whose package imports (the others are skipped with one line): PyTorch eager,
-ONNX Runtime, OpenVINO (from the ONNX file), and NCNN, MNN, ExecuTorch through the plugin's own
-exporters (export.formats). Every model and runtime is timed round after round, interleaved, so that
+ONNX Runtime, OpenVINO (from the ONNX file), NCNN, MNN, ExecuTorch through the plugin's own
+exporters (export.formats), and TFLite (YOLOv5's Keras copy of the model, converted by TensorFlow and
+run by LiteRT: only when asked for, since it imports TensorFlow). Every model and runtime is timed round after round, interleaved, so that
 the machine's drift hits all alike; each of our models is reported beside its stock twin as the ratio
 of their medians in the same run.
 """
@@ -27,7 +28,23 @@ TWINS = {'MNv4-Conv-S': 'yolov5n', 'MNv4-Conv-M': 'yolov5s', 'MNv4-Hybrid-M': 'y
 # runtime: (the Python package it needs, what the table calls it)
 RUNTIMES = {'torch': ('torch', 'PyTorch'), 'onnxruntime': ('onnxruntime', 'ONNX Runtime'),
             'openvino': ('openvino', 'OpenVINO'), 'ncnn': ('ncnn', 'NCNN'), 'mnn': ('MNN', 'MNN'),
-            'executorch': ('executorch', 'ExecuTorch')}
+            'executorch': ('executorch', 'ExecuTorch'), 'tflite': ('tensorflow', 'TFLite (LiteRT)')}
+# precisions beyond fp32, and the runtimes that offer them here (fp16: weights stored in fp16; int8:
+# post-training quantization calibrated on the embedded images, the Detect head kept float as the
+# export command does)
+PRECISIONS = {'fp16': ('ncnn', 'mnn', 'tflite'), 'int8': ('mnn', 'executorch', 'tflite')}
+ASKED_ONLY = ('tflite',)  # not in the default "every runtime installed": it imports TensorFlow (a second or more)
+
+
+def variant(runtime, precision='fp32'):
+    """The key of `runtime` at `precision` in rows and ratios: 'mnn', 'mnn-int8'."""
+    return runtime if precision == 'fp32' else f'{runtime}-{precision}'
+
+
+def label(key):
+    """'mnn-int8' -> 'MNN int8'."""
+    runtime, _, precision = key.partition('-')
+    return RUNTIMES[runtime][1] + (f' {precision}' if precision else '')
 
 
 def available_runtimes(names=RUNTIMES):
@@ -76,7 +93,9 @@ def interleaved(runners, reps, warmup, progress=None):
 
 
 def spread(samples):
-    """(median, interquartile range) of `samples`."""
+    """(median, interquartile range) of `samples` (0 for a single sample)."""
+    if len(samples) < 2:
+        return statistics.median(samples), 0.0
     q = statistics.quantiles(samples, n=4)
     return statistics.median(samples), q[2] - q[0]
 
@@ -116,6 +135,7 @@ class Host:
             self.yolo = importlib.import_module('models.yolo')
             self.stock_dir = self.root / 'models'
             self.name = f'YOLOv5 tree {self.root}'
+            self.tf_module = 'models.tf'
         else:
             try:
                 import yolov5  # noqa: F401 (the PyPI package; importing yolov5_mnv4 registers into it)
@@ -126,6 +146,7 @@ class Host:
             self.yolo = importlib.import_module('yolov5.models.yolo')
             self.stock_dir = Path(self.yolo.__file__).parent
             self.name = f'PyPI yolov5 {getattr(sys.modules["yolov5"], "__version__", "")}'.strip()
+            self.tf_module = 'yolov5.models.tf'
         import logging
         self.yolo.LOGGER.setLevel(logging.WARNING)  # no model tables for every build
 
@@ -159,6 +180,11 @@ class Host:
         model = calibrate_batchnorm(self.yolo.DetectionModel(str(self.config(name))), images).fuse().eval()
         model.model[-1].export = True
         return model
+
+    def keras(self, model, size):
+        """YOLOv5's Keras copy of `model` at size x size (what its TFLite export converts)."""
+        from .hosts.yolov5 import keras_detector
+        return keras_detector(model, (size, size), self.tf_module)
 
 
 def ultralytics_models():
@@ -198,19 +224,21 @@ def machine_line(threads=THREADS):
     return f'{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} threads'
 
 
-def predictor(runtime, model, size, folder, threads=THREADS):
+def predictor(key, model, size, folder, threads=THREADS, calibration=None):
     """A function from an NCHW float32 batch at `size` to the detector's output as a numpy array
-    ((1, anchors, 5 + classes)), running `model` in `runtime` (exported to `folder` first where the
-    runtime needs a file; an export already there, from an earlier run, is reused)."""
+    ((1, anchors, 5 + classes)), running `model` in the runtime and precision `key` (variant()),
+    exported to `folder` first where the runtime needs a file (an export already there, from an
+    earlier run, is reused); int8 is calibrated on `calibration` (NCHW float batches)."""
     import numpy as np
     import torch
+    runtime, _, precision = key.partition('-')
     x = torch.zeros(1, 3, size, size)
     if runtime == 'torch':
         def predict(image):
             with torch.inference_mode():
                 return model(torch.from_numpy(image))[0].numpy()
         return predict
-    stem = f'{model.bench_name}-{size}'  # may hold dots (the version): suffixes are added, never replaced
+    stem = f'{model.bench_name}-{size}' + (f'-{precision}' if precision else '')  # may hold dots: suffixes are added
     if runtime in ('onnxruntime', 'openvino'):
         from .export.onnx import onnx_file
         path = Path(folder) / f'{stem}.onnx'
@@ -222,25 +250,72 @@ def predictor(runtime, model, size, folder, threads=THREADS):
         import openvino as ov
         request = ov.Core().compile_model(str(path), 'CPU', {'INFERENCE_NUM_THREADS': threads}).create_infer_request()
         return lambda image: np.asarray(request.infer({0: image})[0])
+    if runtime == 'tflite':
+        from .export.tflite import TFLiteModel
+        path = Path(folder) / f'{stem}.tflite'
+        if not path.is_file():
+            tflite_file(model.bench_keras(model, size), path, precision, calibration)
+        loaded = TFLiteModel(path, threads)
+
+        def predict(image):  # NCHW -> NHWC; boxes back to pixels (YOLOv5's TF Detect divides by the size)
+            y = np.array(loaded(image.transpose(0, 2, 3, 1)), np.float32)
+            y[..., :4] *= size
+            return y
+        return predict
     from .export import runtimes
     path = Path(folder) / {'ncnn': f'{stem}_ncnn_model', 'mnn': f'{stem}.mnn', 'executorch': f'{stem}.pte'}[runtime]
     if not path.exists():
-        {'ncnn': runtimes.export_ncnn, 'mnn': runtimes.export_mnn, 'executorch': runtimes.export_executorch}[runtime](
-            model, x, path)
+        calibrate = list(calibration) if precision == 'int8' else None
+        with torch.no_grad():
+            model(x)  # Detect caches its grids: exported as constants, as export.py's dry run does
+        if runtime == 'ncnn':
+            runtimes.export_ncnn(model, x, path, half=precision == 'fp16')
+        elif runtime == 'mnn':
+            runtimes.export_mnn(model, x, path, half=precision == 'fp16', calibration=calibrate)
+        else:  # the Detect's own ops stay float in int8 (export command: one scale for boxes and scores fails)
+            runtimes.export_executorch(model, x, path, calibrate, float_modules=(f'model.{len(model.model) - 1}',))
     loaded = runtimes.load(runtime, path, threads)
     return lambda image: np.asarray(loaded(image))
 
 
-def runner(runtime, model, size, folder, threads=THREADS):
-    """A function that runs `model` once on a zero image at `size` in `runtime` (for timing)."""
+def tflite_file(keras_model, path, precision='', calibration=None):
+    """A .tflite of `keras_model` on TFLite's builtin operators: fp32 weights (''), fp16 weights
+    (export.py's default) or int8 with the attention's matmuls and softmax in float (the export
+    command's), calibrated on `calibration` (NCHW float batches)."""
+    from .export.tflite import import_tensorflow
+    tf = import_tensorflow()
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    if precision == 'int8':
+        from .export.tflite_int8 import int8_tflite
+        content = int8_tflite(converter, [im.transpose(0, 2, 3, 1) for im in calibration])
+    else:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if precision == 'fp16':
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        content = converter.convert()
+    Path(path).write_bytes(content)
+    return Path(path)
+
+
+def supports(key, model):
+    """Whether the runtime of `key` can run `model` here: TFLite only for YOLOv5-host models (the
+    Ultralytics package's TFLite export goes through onnx2tf, outside this benchmark)."""
+    return not key.startswith('tflite') or hasattr(model, 'bench_keras')
+
+
+def runner(key, model, size, folder, threads=THREADS, calibration=None):
+    """A function that runs `model` once on a zero image at `size` in `key`'s runtime (for timing)."""
     import numpy as np
-    predict, image = predictor(runtime, model, size, folder, threads), np.zeros((1, 3, size, size), np.float32)
+    predict = predictor(key, model, size, folder, threads, calibration)
+    image = np.zeros((1, 3, size, size), np.float32)
     return lambda: predict(image)
 
 
 def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print, data=None, val_images=None):
     """Rows {model, params, gflops_640, <runtime>_<size>_ms, _iqr, _runs} and the same-run ratios of
     each of our models to its twin {'<runtime>_<size>': {'<ours>/<twin>': {median, min, max, runs}}}.
+    `runtimes`: variant() keys ('mnn', 'mnn-int8'); int8 calibrates on the embedded images.
     `names`: model names (OURS, STOCK) or checkpoint paths; with `data` (a YOLO data YAML), also
     <runtime>_<size>_map50 and _map for the checkpoints, on its val images."""
     import torch
@@ -257,24 +332,28 @@ def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print,
             models[name] = package.build(name, images)
         else:
             models[name] = host.load(name) if Path(name).suffix == '.pt' else host.build(name, images)
+            models[name].bench_keras = host.keras
         models[name].bench_name = export_name(name)
         rows[name] = {'model': Path(name).name if Path(name).suffix == '.pt' else name,
                       'twin': {**TWINS, **ultralytics_models()}.get(
                           name, '(checkpoint)' if Path(name).suffix == '.pt' else '(stock)'), 'params': sum(p.numel() for p in models[name].parameters()),
                       'gflops_640': round(gflops(models[name], 640), 2)}
     for size in sizes:
-        runners = {}
+        runners, calibration = {}, calibration_images(size) if any(k.endswith('-int8') for k in runtimes) else None
         for runtime in runtimes:
             for name, model in models.items():
-                log(f'preparing {name} in {RUNTIMES[runtime][1]} at {size}')
-                runners[(name, runtime)] = runner(runtime, model, size, folder)
+                if not supports(runtime, model):
+                    log(f'skipping {name} in {label(runtime)}: not exported to it by this benchmark')
+                    continue
+                log(f'preparing {name} in {label(runtime)} at {size}')
+                runners[(name, runtime)] = runner(runtime, model, size, folder, calibration=calibration)
         if data is not None:
             items = validation_set(data, val_images)
             for runtime in runtimes:
                 for name, model in models.items():
-                    if Path(name).suffix == '.pt':
-                        log(f'mAP of {Path(name).name} in {RUNTIMES[runtime][1]} at {size} on {len(items)} val images')
-                        map50, map_ = evaluate(predictor(runtime, model, size, folder), items, size)
+                    if Path(name).suffix == '.pt' and supports(runtime, model):
+                        log(f'mAP of {Path(name).name} in {label(runtime)} at {size} on {len(items)} val images')
+                        map50, map_ = evaluate(predictor(runtime, model, size, folder, calibration=calibration), items, size)
                         rows[name].update({f'{runtime}_{size}_map50': round(map50, 4), f'{runtime}_{size}_map': round(map_, 4)})
         for (name, runtime), (ms, iqr, per_run) in timed_runs(runners, runs, reps, warmup, log, f'at {size}').items():
             rows[name].update({f'{runtime}_{size}_ms': round(ms, 2), f'{runtime}_{size}_iqr': round(iqr, 2),
@@ -282,14 +361,22 @@ def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print,
     return list(rows.values()), twin_ratios(rows, runtimes, sizes)
 
 
-def timed_runs(runners, runs, reps, warmup, log=None, label=''):
+def calibration_images(size):
+    """The embedded COCO images (train and val), letterboxed to `size`: NCHW float batches in [0, 1]."""
+    from .export.images import letterboxed_images
+    from .resources import embedded_dataset
+    root = embedded_dataset() / 'images'
+    return [*letterboxed_images(root / 'train2017', size), *letterboxed_images(root / 'val2017', size)]
+
+
+def timed_runs(runners, runs, reps, warmup, log=None, what=''):
     """{key: (median of the runs' medians, median of their IQRs, each run's median)}, in ms: `runs` runs
     of `reps` interleaved rounds (after `warmup`) of every runner; progress to `log` four times a run."""
     per_run = {key: [] for key in runners}
     for run_ in range(runs):
         def progress(done, total, run_=run_):
             if log and (done == total or done % max(1, total // 4) == 0):
-                log(f'timing {label}: run {run_ + 1}/{runs}, round {done}/{total}')
+                log(f'timing {what}: run {run_ + 1}/{runs}, round {done}/{total}')
         for key, samples in interleaved(runners, reps, warmup, progress).items():
             per_run[key].append(spread(samples))
     return {key: (statistics.median(m for m, _ in results), statistics.median(i for _, i in results),
@@ -329,11 +416,12 @@ def plot(rows, runtimes, size, path, title):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    for runtime, marker in zip(runtimes, 'os^Dv<>'):
-        xs = [r['gflops_640'] for r in rows]
-        ys = [r[f'{runtime}_{size}_ms'] for r in rows]
-        ax.scatter(xs, ys, marker=marker, label=RUNTIMES[runtime][1])
-        for r, x, y in zip(rows, xs, ys):
+    for runtime, marker in zip(runtimes, 'os^Dv<>pPX*hH8d'):
+        measured = [r for r in rows if f'{runtime}_{size}_ms' in r]
+        xs = [r['gflops_640'] for r in measured]
+        ys = [r[f'{runtime}_{size}_ms'] for r in measured]
+        ax.scatter(xs, ys, marker=marker, label=label(runtime))
+        for r, x, y in zip(measured, xs, ys):
             ax.annotate(r['model'], (x, y), textcoords='offset points', xytext=(5, 4), fontsize=7)
     ax.set_xlabel('GFLOPs at 640')
     ax.set_ylabel(f'latency at {size}, batch 1, {THREADS} threads (ms, median)')

@@ -3,9 +3,10 @@ its stock twin (yolov5n for Conv-S, yolov5s for the others), in every runtime in
 
     yolov5-mnv4 benchmark --quick                                     # Conv-S and yolov5n, PyTorch and ONNX Runtime, 320
     yolov5-mnv4 benchmark --models MNv4-Conv-S MNv4-Conv-M yolov5n yolov5s --sizes 320 640
-    yolov5-mnv4 benchmark --runtimes torch onnxruntime openvino ncnn mnn executorch --yolov5 /path/to/yolov5
+    yolov5-mnv4 benchmark --runtimes torch onnxruntime openvino ncnn mnn executorch tflite --yolov5 /path/to/yolov5
     yolov5-mnv4 benchmark --models yolo11n-mnv4-conv-s yolo11n     # the Ultralytics package's models
     yolov5-mnv4 benchmark --weights best.pt --data data.yaml       # your checkpoint, with mAP in every runtime
+    yolov5-mnv4 benchmark --runtimes mnn executorch tflite --precisions fp32 fp16 int8
 
 Builds the models from their configs (random weights with BatchNorm statistics of the embedded
 images: latency does not depend on training) in a YOLOv5 tree (--yolov5) or the PyPI `yolov5`
@@ -26,19 +27,33 @@ QUICK = dict(models=['MNv4-Conv-S', 'yolov5n'], runtimes=['torch', 'onnxruntime'
 
 
 def table(rows, ratios, runtimes, sizes):
+    """(Markdown lines: one table per size, a cell "ms (IQR)" per runtime, and mAP where measured;
+    the ratio table; the CSV's columns: every raw field)."""
     columns = ['model', 'twin', 'params', 'gflops_640']
+    lines = []
     for size in sizes:
+        header = ['model', 'twin', 'params', 'GFLOPs (640)']
+        cells = {r['model']: [r['model'], r['twin'], f'{r["params"]:,}', f'{r["gflops_640"]:.2f}'] for r in rows}
         for runtime in runtimes:
             columns += [f'{runtime}_{size}_ms', f'{runtime}_{size}_iqr']
+            header.append(f'{bench.label(runtime)} ms (IQR)')
+            for r in rows:
+                ms = r.get(f'{runtime}_{size}_ms')
+                cells[r['model']].append('-' if ms is None else f'{ms:.1f} ({r[f"{runtime}_{size}_iqr"]:.1f})')
             if any(f'{runtime}_{size}_map50' in r for r in rows):
                 columns += [f'{runtime}_{size}_map50', f'{runtime}_{size}_map']
-    lines = bench.markdown_table(rows, columns)
-    ratio_lines = ['', 'Latency ratio to the stock twin, measured side by side in each run (median of the runs, range):',
+                header.append(f'{bench.label(runtime)} mAP50 / mAP50-95')
+                for r in rows:
+                    cells[r['model']].append(f'{r[f"{runtime}_{size}_map50"]:.4f} / {r[f"{runtime}_{size}_map"]:.4f}'
+                                             if f'{runtime}_{size}_map50' in r else '-')
+        lines += [f'At {size}:', '', '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header),
+                  *('| ' + ' | '.join(c) + ' |' for c in cells.values()), '']
+    ratio_lines = ['Latency ratio to the stock twin, measured side by side in each run (median of the runs, range):', '',
                    '| runtime, size | model / twin | ratio |', '|---|---|---|']
     for key, pairs in ratios.items():
         runtime, size = key.rsplit('_', 1)
         for pair, r in pairs.items():
-            ratio_lines.append(f'| {bench.RUNTIMES[runtime][1]}, {size} | {pair} | {r["median"]:.2f} '
+            ratio_lines.append(f'| {bench.label(runtime)}, {size} | {pair} | {r["median"]:.2f} '
                                f'({r["min"]:.2f}-{r["max"]:.2f}) |')
     return lines, ratio_lines, columns
 
@@ -50,7 +65,11 @@ def main(argv=None, prog='yolov5-mnv4 benchmark'):
                         metavar='MODEL', help='default: Conv-S, Conv-M and their twins; none: only --weights. YOLOv5: '
                         f'{", ".join([*bench.OURS, *bench.STOCK])}; the Ultralytics package: {", ".join(ultralytics)} '
                         f'and their twins {", ".join(sorted(set(ultralytics.values())))}')
-    parser.add_argument('--runtimes', nargs='+', choices=list(bench.RUNTIMES), help='default: every one installed')
+    parser.add_argument('--runtimes', nargs='+', choices=list(bench.RUNTIMES),
+                        help=f'default: every one installed but {", ".join(bench.ASKED_ONLY)} (which imports TensorFlow)')
+    parser.add_argument('--precisions', nargs='+', choices=['fp32', *bench.PRECISIONS], default=['fp32'],
+                        help='default fp32; fp16 (weights) in ' + ', '.join(bench.PRECISIONS['fp16']) + '; int8 in '
+                        + ', '.join(bench.PRECISIONS['int8']) + ' (calibrated on the embedded images); each where offered')
     parser.add_argument('--sizes', nargs='+', type=int, help='default: 320 640')
     parser.add_argument('--runs', type=int, help='runs of interleaved rounds (default 3)')
     parser.add_argument('--reps', type=int, help='timed rounds per run (default 20)')
@@ -71,6 +90,11 @@ def main(argv=None, prog='yolov5-mnv4 benchmark'):
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    for option in ('runs', 'reps'):
+        if getattr(args, option) < 1:
+            parser.error(f'--{option} must be 1 or more')
+    if args.warmup < 0:
+        parser.error('--warmup must be 0 or more')
     for weights in args.weights:
         if not weights.is_file():
             parser.error(f'--weights {weights}: no such file')
@@ -80,15 +104,25 @@ def main(argv=None, prog='yolov5-mnv4 benchmark'):
         parser.error(f'--data {args.data}: no such file')
     installed = bench.available_runtimes()
     if args.runtimes is None:
-        args.runtimes = [name for name, ok in installed.items() if ok]
+        args.runtimes = [name for name, ok in installed.items() if ok and name not in bench.ASKED_ONLY]
+        for name in [n for n in bench.ASKED_ONLY if installed[n]]:
+            print(f'{prog}: {bench.RUNTIMES[name][1]} is installed but imports TensorFlow: add it with --runtimes ... {name}')
     for name in [r for r in args.runtimes if not installed[r]]:
         print(f'{prog}: skipping {bench.RUNTIMES[name][1]}: its package ({bench.RUNTIMES[name][0]}) is not installed')
     args.runtimes = [r for r in args.runtimes if installed[r]]
     if not args.runtimes:
         parser.error('none of the runtimes asked for is installed')
+    variants = [bench.variant(r, p) for p in args.precisions for r in args.runtimes if p == 'fp32' or r in bench.PRECISIONS[p]]
+    for precision in [p for p in args.precisions if p != 'fp32']:
+        left_out = [bench.RUNTIMES[r][1] for r in args.runtimes if r not in bench.PRECISIONS[precision]]
+        if left_out:
+            print(f'{prog}: {precision} is not offered here in {", ".join(left_out)}')
+    if not variants:
+        parser.error(f'none of {", ".join(args.runtimes)} is offered at {", ".join(args.precisions)}')
+    args.runtimes = variants
     args.out.mkdir(parents=True, exist_ok=True)
     host = bench.Host(args.yolov5)
-    print(f'{prog}: {", ".join([*args.models, *(w.name for w in args.weights)])} in {", ".join(bench.RUNTIMES[r][1] for r in args.runtimes)} at '
+    print(f'{prog}: {", ".join([*args.models, *(w.name for w in args.weights)])} in {", ".join(bench.label(r) for r in args.runtimes)} at '
           f'{", ".join(map(str, args.sizes))}; {args.runs} run(s) of {args.warmup} + {args.reps} interleaved rounds; '
           f'models from {host.name}', flush=True)
     start = time.time()

@@ -29,6 +29,7 @@ from pathlib import Path
 from .. import __version__
 from ..export import runtimes
 from ..export.parity import detection_errors
+from ..hosts.yolov5 import keras_detector
 from ..resources import install_hint
 from .convert import find_yolov5_tree
 
@@ -47,19 +48,6 @@ def load_detector(weights):
         raise SystemExit(f'{PROG}: {weights} holds a {type(detect).__name__} head; only detection models '
                          f'(Detect) are exported to TFLite here')
     return model
-
-
-def keras_detector(model, imgsz):
-    """YOLOv5's Keras copy of `model` (models/tf.py's TFModel, as export.py builds it), batch 1, NHWC."""
-    from ..export.tflite import import_tensorflow
-    tf = import_tensorflow()
-    from models.tf import TFModel
-    model.requires_grad_(False)  # models/tf.py reads weights with .numpy()
-    tf_model = TFModel(cfg=model.yaml, model=model, nc=model.model[-1].nc, imgsz=imgsz)
-    inputs = tf.keras.Input(shape=(*imgsz, 3), batch_size=1)
-    keras_model = tf.keras.Model(inputs=inputs, outputs=tf_model.predict(inputs))
-    keras_model.trainable = False
-    return keras_model
 
 
 def dataset_images(data, split, imgsz, n):
@@ -108,7 +96,7 @@ def export_tflite(model, weights, imgsz, int8, data, float_blocks=False):
     from ..export.tflite import import_tensorflow
     from ..export.tflite_int8 import ATTENTION_NODES, int8_tflite
     tf = import_tensorflow()
-    keras_model = keras_detector(model, imgsz)
+    keras_model = keras_detector(model, imgsz)  # YOLOv5's models/tf.py, from the checkout on sys.path
     if int8:
         calibration = calibration_images(data, imgsz)
         print(f'{PROG}: quantizing (convs int8; ' + ('attention blocks' if float_blocks else 'attention matmuls and softmax')

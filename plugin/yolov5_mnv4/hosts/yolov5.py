@@ -202,6 +202,23 @@ def register(yolo):
     register_on_import(yolo.__name__.rpartition('.')[0] + '.tf', register_tf)
 
 
+def keras_detector(model, imgsz, tf_module='models.tf'):
+    """YOLOv5's Keras copy of a fused `model` (`tf_module`'s TFModel, as export.py builds it: models.tf in a
+    checkout, yolov5.models.tf in the PyPI package), batch 1, NHWC input of `imgsz` (h, w); its Detect
+    returns boxes divided by the image size, as YOLOv5's TF exports do. Imports TensorFlow."""
+    import importlib
+
+    from ..export.tflite import import_tensorflow
+    tf = import_tensorflow()
+    tf_model = importlib.import_module(tf_module).TFModel
+    model.requires_grad_(False)  # models/tf.py reads weights with .numpy()
+    built = tf_model(cfg=model.yaml, model=model, nc=model.model[-1].nc, imgsz=imgsz)
+    inputs = tf.keras.Input(shape=(*imgsz, 3), batch_size=1)
+    keras_model = tf.keras.Model(inputs=inputs, outputs=built.predict(inputs))
+    keras_model.trainable = False
+    return keras_model
+
+
 PER_TENSOR_FLAG = '--per-tensor'  # master's export.py: int8 TFLite with one scale per weight tensor
 PER_TENSOR_NOTE = (
     'yolov5-mnv4: --per-tensor gives each conv weight one int8 scale, though folded BatchNorms and layer '
