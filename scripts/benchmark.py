@@ -266,17 +266,19 @@ def time_models(yolo, yolov5, names, sizes, reps, warmup, out, runs=1):
     return rows
 
 
-def weight_layouts(yolo, yolov5, reps, warmup):
+def weight_layouts(yolo, yolov5, reps, warmup, out):
     """The plugin's weight layout (hosts.yolov5.weights_strided_like_activations: 1x1 and depthwise
     kernels with channels-last strides, memory unchanged) against all weights channels-last (0.1.0,
     which YOLOv5's own fuse cannot .view()) and all in the default layout, on a model in training:
-    eval unfused at batch 1, 320 px (val.py during training), and SGD steps at batch 8, 160 px."""
+    eval unfused at batch 1, 320 px (val.py during training), and SGD steps at batch 8, 160 px.
+    Writes out/weight_layouts.json."""
     import torch
     layouts = {
         'plugin': lambda m: m,
         'all channels-last': lambda m: m.to(memory_format=torch.channels_last),
         'all default': lambda m: m.to(memory_format=torch.contiguous_format),
     }
+    rows = []
     for name in ('MNv4-Conv-S', 'MNv4-Hybrid-M'):
         torch.manual_seed(0)
         models = {}
@@ -303,6 +305,9 @@ def weight_layouts(yolo, yolov5, reps, warmup):
             base = statistics.median(times['plugin'])
             cells = [f'{k} {statistics.median(t):.1f} ms ({statistics.median(t) / base:.3f}x)' for k, t in times.items()]
             print(f'{name} {task}: ' + ', '.join(cells), flush=True)
+            rows.append({'model': name, 'task': task, **{k: round(statistics.median(t), 2) for k, t in times.items()}})
+    write_result(out / 'weight_layouts.json', {'reps': reps, 'warmup': warmup, 'layouts': list(layouts), 'rows': rows},
+                 f'--yolov5 .cache/yolov5-v7.0 --weight-layouts --reps {reps}')
     return 0
 
 
@@ -421,8 +426,8 @@ def main(argv=None):
     parser.add_argument('--memory-child', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.weight_layouts:
-        yolo, yolov5, _, _, reps, warmup = setup_run(args)
-        return weight_layouts(yolo, yolov5, reps, warmup)
+        yolo, yolov5, out, _, reps, warmup = setup_run(args)
+        return weight_layouts(yolo, yolov5, reps, warmup, out)
     if args.layers:
         sys.path.insert(0, str(REPO / 'scripts'))
         return layer_times(args.yolov5.resolve(), args.layers, args.out)

@@ -321,7 +321,273 @@ def layers_line(result):
             f'(`{result["command"]}`, {result["date"]}, {result["machine"]}; {result["size"]} px, median of {result["reps"]} rounds)\n')
 
 
-RENDERERS = {'configs': config_table, 'backbones': backbones_line, 'layers': layers_line, 'int8-attention': int8_attention_rows, 'speedup': int8_attention_speedup, 'edge-ratios': edge_ratios, 'runtimes': runtimes_table, 'startup': startup_cost, 'timm': timm_weights_table, 'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
+EDGE_RATIO_LINE = re.compile(r'^(\S+)/(\S+) @(\d+) \([^)]*\): (.*?)(?:  MISSED.*)?$')
+
+
+def ratio_lines(text):
+    """{(ours, reference, size): {runtime column: ratio}}: the same-run ratios of medians that
+    scripts/benchmark_edge.py writes under its tables (from unrounded medians)."""
+    ratios = {}
+    for line in text.splitlines():
+        m = EDGE_RATIO_LINE.match(line)
+        if m:
+            ratios[(m[1], m[2], m[3])] = {k: float(v) for k, v in (item.split() for item in m[4].split(', '))}
+    return ratios
+
+
+def edge_ratio_lines(texts):
+    """ratio_lines() of every benchmark_edge_runtimes_*.md among `texts` ({file name: text})."""
+    return {key: value for name, text in texts.items() if name.startswith('benchmark_edge_runtimes_')
+            for key, value in ratio_lines(text).items()}
+
+
+def hybrid_int8(text):
+    """docs/benchmarks.md: the hybrids in TFLite int8 with float attention (benchmark_edge.md)."""
+    ratios = ratio_lines(text)
+    gains = {(m[1], m[2]): float(m[3]) for m in
+             re.finditer(r'^MNv4-(\S+) @(\d+): int8 with float attention / full-integer int8 = ([\d.]+)$', text, re.M)}
+    pair = ('MNv4-Hybrid-M', 'MNv4-Conv-M')
+    return (f'Hybrid-M / Conv-M {ratios[(*pair, "320")]["tflite_int8"]:.2f} at 320 and '
+            f'{ratios[(*pair, "640")]["tflite_int8"]:.2f} at 640, where OpenVINO int8 (nncf, which quantizes the '
+            f'attention matmuls) is at {ratios[(*pair, "320")]["ov_int8"]:.2f} / {ratios[(*pair, "640")]["ov_int8"]:.2f}; '
+            f'against the full-integer model that export.py writes, ours takes '
+            + ' and '.join(f'{gains[(v, "320")]:.2f} / {gains[(v, "640")]:.2f} ({v})' for v in ('Hybrid-M', 'Hybrid-L'))
+            + ' of its time at 320 / 640\n')
+
+
+EDGE_RATIO_COLUMNS = [('NCNN fp32 320 / 640', 'ncnn_fp32', True), ('MNN fp32', 'mnn_fp32', True),
+                      ('ET fp32', 'et_fp32', True), ('MNN int8 320', 'mnn_int8', False),
+                      ('ET int8 320', 'et_int8', False), ('TFLite int8', 'tflite_int8', True),
+                      ('OpenVINO int8', 'ov_int8', True)]
+
+
+def _ratio_cell(ratios, ours, theirs, column, both_sizes=True):
+    sizes = ('320', '640') if both_sizes else ('320',)
+    return ' / '.join(f'{ratios[(ours, theirs, size)][column]:.2f}' if column in ratios.get((ours, theirs, size), {})
+                      else '-' for size in sizes)
+
+
+def edge_runtime_ratios(texts):
+    """docs/benchmarks.md: ours / reference in each edge runtime, same run, 320 / 640."""
+    ratios = edge_ratio_lines(texts)
+    lines = ['| ours / reference | ' + ' | '.join(c[0] for c in EDGE_RATIO_COLUMNS) + ' |',
+             '|' + '---|' * (len(EDGE_RATIO_COLUMNS) + 1)]
+    for ours, theirs in EDGE_RATIO_PAIRS:
+        cells = [_ratio_cell(ratios, ours, theirs, column, both) for _, column, both in EDGE_RATIO_COLUMNS]
+        lines.append(f'| {ours.replace("MNv4-", "")} / {theirs.replace("MNv4-", "")} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def _records(data):
+    return (data if 'records' in data else data['parity.json'])['records']
+
+
+def _errors(records, prefix):
+    """'boxes 3.9e-7 - 1.8e-5, scores ...': the range over the records under `prefix` (real images only
+    for the runtimes' checks, whose noise image has its own, looser bound)."""
+    found = [r for k, r in records.items() if k.startswith(prefix) and not k.endswith('/random')]
+    if not found:
+        return 'not recorded'
+    def span(key):
+        low, high = _sci(min(r[key] for r in found)), _sci(max(r[key] for r in found))
+        return high if low == high else f'{low} to {high}'
+    first = found[0]
+    bounds = (f'{_bound(first["box_bound"])} / {_bound(first["score_bound"])}' if 'box_bound' in first
+              else _bound(first['bound']))
+    return f'boxes {span("boxes")}, scores {span("scores")} (bound {bounds})'
+
+
+def _sci(value):
+    """4.4e-07 -> '4.4e-7'"""
+    return f'{value:.1e}'.replace('e-0', 'e-')
+
+
+def _bound(value):
+    """A test's bound as written in the test: 2e-4, 0.15."""
+    text = f'{value:.0e}'
+    return text.replace('e-0', 'e-') if float(text) == value and value < 0.01 else f'{value:g}'
+
+
+def _snr(record, detections=True):
+    text = ' / '.join(f'{db:.1f}' for db in record['snr']) + ' dB'
+    if detections and 'recall' in record:
+        text += f', recall {record["recall"]:.2f}, precision {record["precision"]:.2f}'
+    return text
+
+
+# docs/export.md's formats at a glance: (format, command, needs, parity record prefixes or a text,
+# int8 record or a text, edge-benchmark ratio columns)
+FORMAT_ROWS = [
+    ('TorchScript, ONNX', '`export.py --include torchscript onnx`', '(core)', 'ONNX Runtime: bound 1e-4 (smoke test)', '-',
+     [('ORT fp32', 'ort_fp32')]),
+    ('OpenVINO', '`export.py --include openvino` (master trees; v7.0\'s exporter fails for stock models too)', '`[edge]`',
+     'not bounded in CI', 'nncf int8, not checked against fp32', [('f32', 'ov_f32'), ('int8', 'ov_int8')]),
+    ('SavedModel, GraphDef, TFLite fp32', '`export.py --include saved_model pb tflite`', '`[tflite]`',
+     ['fp32/SavedModel/', 'fp32/GraphDef/', 'fp32/TFLite fp32/'], '-', [('fp32', 'tflite_fp32')]),
+    ('TFLite fp16 weights', '`export.py --include tflite`', '`[tflite]`', ['fp16/'], '-', [('fp16', 'tflite_fp16')]),
+    ('TFLite int8', '`export.py --include tflite --int8 --data ...`; hybrids: `yolov5-mnv4-export --include tflite --int8`',
+     '`[tflite]`', '-', ['int8/tflite/conv-s-relu-trained', 'int8/tflite float attention/hybrid-m-trained'],
+     [('int8', 'tflite_int8')]),
+    ('NCNN', '`yolov5-mnv4-export --include ncnn`', '`[ncnn]`', ['fp32/ncnn/'], "not offered: NCNN's int8 tools are C++ only",
+     [('fp32', 'ncnn_fp32')]),
+    ('MNN', '`yolov5-mnv4-export --include mnn [--int8 --data ...]`', '`[mnn]`', ['fp32/mnn/'], ['int8/mnn/conv-s-relu-trained'],
+     [('fp32', 'mnn_fp32'), ('int8', 'mnn_int8')]),
+    ('ExecuTorch (XNNPACK)', '`yolov5-mnv4-export --include executorch [--int8 --data ...]`', '`[executorch]`',
+     ['fp32/executorch/'], ['int8/executorch/conv-s-relu-trained'], [('fp32', 'et_fp32'), ('int8', 'et_int8')]),
+]
+
+
+def format_table(data):
+    """docs/export.md: every format, its parity and int8 agreement (tests, parity.json) and its
+    latency ratios (scripts/benchmark_edge.py, benchmark_edge_runtimes_*.md)."""
+    records, ratios = _records(data), edge_ratio_lines(data)
+    lines = ['| format | command | needs | parity against fused fp32 PyTorch (CI) | int8 against fp32 (CI) | '
+             'Conv-S / yolov5n 320 / 640 | Conv-M / yolov5s 320 / 640 |', '|---|---|---|---|---|---|---|']
+    for name, command, needs, parity, int8, columns in FORMAT_ROWS:
+        if isinstance(parity, str):
+            parity_cell = parity
+        else:  # formats with the same errors (SavedModel and GraphDef: one graph) share one entry
+            by_text = {}
+            for prefix in parity:
+                by_text.setdefault(_errors(records, prefix), []).append(prefix.split('/')[1])
+            parity_cell = '; '.join(text if len(parity) == 1 else f'{", ".join(names)}: {text}'
+                                    for text, names in by_text.items())
+        int8_cell = int8 if isinstance(int8, str) else '; '.join(
+            ('Hybrid-M, float attention: ' if 'hybrid' in key else '') + _snr(records[key]) for key in int8 if key in records)
+        latency = [', '.join(f'{label} {_ratio_cell(ratios, ours, theirs, column)}' for label, column in columns)
+                   for ours, theirs in (('MNv4-Conv-S', 'yolov5n'), ('MNv4-Conv-M', 'yolov5s'))]
+        lines.append(f'| {name} | {command} | {needs} | {parity_cell} | {int8_cell or "not recorded"} | '
+                     + ' | '.join(latency) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+RUNTIME_CASES = {'conv-s-trained': 'trained Conv-S-ReLU (160)', 'hybrid-m-peaked': 'Hybrid-M, peaked attention (256)',
+                 'yolov5n': 'yolov5n (160)'}
+
+
+def runtime_parity_table(data):
+    """docs/export.md: NCNN, MNN, ExecuTorch against fused PyTorch per model, real images, and int8."""
+    records = _records(data)
+    lines = ['| format | ' + ' | '.join(RUNTIME_CASES.values()) + ' | int8, trained Conv-S-ReLU (160, 32 val images) |',
+             '|' + '---|' * (len(RUNTIME_CASES) + 2)]
+    for fmt, label in (('ncnn', 'NCNN'), ('mnn', 'MNN'), ('executorch', 'ExecuTorch')):
+        cells = [_errors(records, f'fp32/{fmt}/{case}/') for case in RUNTIME_CASES]
+        int8 = records.get(f'int8/{fmt}/conv-s-relu-trained')
+        cells.append(_snr(int8) + f' (bound {int8["bound_db"]:.0f} dB)' if int8 else 'not offered')
+        lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def controls_table(data):
+    """docs/export.md: each negative control, what it measured and the bound it fails."""
+    records = _records(data)
+    names = {'fp32 Keras': 'SavedModel, GraphDef, TFLite fp32 (the Keras detector they convert)',
+             'int8 TFLite': 'TFLite int8', 'int8 TFLite float attention': 'TFLite int8, float attention (Hybrid-M)',
+             'int8': 'MNN and ExecuTorch int8', 'ncnn': 'NCNN fp32', 'mnn': 'MNN fp32'}
+    lines = ['| check | broken copy | measured | bound |', '|---|---|---|---|']
+    for key, r in records.items():
+        if not key.startswith('control/'):
+            continue
+        _, check, bug = key.split('/')
+        if 'worst' in r:
+            measured, bound = f'{r["worst"]:.2f} (both errors, every image)', _bound(r['bound'])
+        elif 'snr' in r:
+            measured, bound = _snr(r), r['bound_db']
+            if isinstance(bound, dict):
+                bound = ', '.join(f'{fmt} {db:.0f} dB' for fmt, db in bound.items()) + ' on every level; recall ' \
+                    f'{r["recall_bound"]}, precision {r["precision_bound"]}'
+            elif isinstance(bound, list):
+                bound = ' / '.join(f'{db:.0f}' for db in bound) + ' dB'
+            else:
+                bound = f'{bound:.0f} dB on every level'
+        else:
+            measured = f'boxes {r["boxes"]:.2f}, scores {r["scores"]:.2f}'
+            bound = f'boxes {_bound(r["box_bound"])}, scores {_bound(r["score_bound"])}'
+        lines.append(f'| {names[check]} | {bug} | {measured} | {bound} |')
+    return '\n'.join(lines) + '\n'
+
+
+HYBRID_INIT_ROWS = [('conv-m', 'conv_medium init plugin', 'Conv-M (no layer scale)'),
+                    ('hybrid-m-init-1e-5', 'hybrid_medium init reference', "Hybrid-M, 1e-5 everywhere (timm's)"),
+                    ('hybrid-m-init-1', 'hybrid_medium init keep-signal', 'Hybrid-M, 1.0 without residual (ours)')]
+
+
+def hybrid_init_table(result):
+    """docs/design.md: stage outputs fresh and trained, and the last epoch's losses, per init
+    (scripts/benchmark_hybrid_init.py)."""
+    def std(v):
+        return (f'{v:.1e}'.replace('e-0', 'e-') if v < 0.01 else f'{v:.2g}' if v < 0.1 else f'{v:.2f}' if v < 1
+                else f'{v:.1f}')
+
+    def stds(values):
+        return ' / '.join(std(v) for v in values[2:])
+    last = len(next(iter(result['runs'].values()))['epochs'])
+    lines = ['| | stage outputs, fresh (std; /8, /16, /32) | box / obj / cls loss, epoch ' + str(last)
+             + f' | stage outputs after {last} epochs (std; /8, /16, /32) |', '|---|---|---|---|']
+    for run, fresh, label in HYBRID_INIT_ROWS:
+        r = result['runs'][run]
+        losses = ' / '.join(f'{r["epochs"][-1][f"train/{k}_loss"]:.4f}' for k in ('box', 'obj', 'cls'))
+        lines.append(f'| {label} | {stds(result["fresh_stage_std"][fresh])} | {losses} | {stds(r["trained_stage_std"])} |')
+    return '\n'.join(lines) + '\n'
+
+
+def _task_ratios(text):
+    """{(runtime, size): {'ours/theirs': ratio}} from the ratio lines of benchmark_tasks.md."""
+    ratios = {}
+    for line in text.splitlines():
+        m = re.match(r'^(torch|ort) @(\d+): (.*)$', line)
+        if m:
+            ratios[(m[1], m[2])] = {pair: float(r) for pair, r in (item.split() for item in m[3].split(', '))}
+    return ratios
+
+
+def task_ratios(text):
+    """docs/benchmarks.md: the same-run ratios of scripts/benchmark.py --tasks at 640."""
+    ratios = _task_ratios(text)
+    torch_, ort = ratios[('torch', '640')], ratios[('ort', '640')]
+    lines = ['| at 640, same run | PyTorch | ONNX Runtime |', '|---|---|---|']
+    lines += [f'| {pair.replace("MNv4-", "").replace("/", " / ")} | {torch_[pair]:.2f} | {ort[pair]:.2f} |' for pair in torch_]
+    return '\n'.join(lines) + '\n'
+
+
+def p2_cost(text):
+    """docs/design.md: what the P2 level costs at 640 (benchmark_tasks.md)."""
+    rows = {r['model']: r for r in _markdown_rows(text) if 'gflops_640' in r}
+    torch_, ort = _task_ratios(text)[('torch', '640')], _task_ratios(text)[('ort', '640')]
+    s, m = 'MNv4-Conv-S-P2/MNv4-Conv-S', 'MNv4-Conv-M-P2/MNv4-Conv-M'
+    extra = [float(rows[f'{v}-P2']['gflops_640']) - float(rows[v]['gflops_640']) for v in ('MNv4-Conv-S', 'MNv4-Conv-M')]
+    return (f'at 640 Conv-S-P2 takes {torch_[s]:.2f} x Conv-S\'s time in PyTorch ({ort[s]:.2f} x in ONNX Runtime) '
+            f'and Conv-M-P2 {torch_[m]:.2f} x Conv-M\'s ({ort[m]:.2f} x), for +{extra[0]:.1f} / +{extra[1]:.1f} GFLOPs\n')
+
+
+def command_tables(result):
+    """docs/benchmarks.md: the tables `yolov5-mnv4 benchmark` printed, from its benchmark.json (the
+    command's own table code)."""
+    from yolov5_mnv4.cli.benchmark import table
+    lines, ratio_lines, _ = table(result['rows'], result['ratios'], result['runtimes'], result['sizes'])
+    command = re.sub(r' --out \S+', '', result['command'])
+    method = (f'`{command}`, {result["date"]}, {result["machine"]}; {result["runs"]} runs of {result["reps"]} '
+              f'interleaved rounds after {result["warmup"]} warm-ups; ms (IQR).')
+    return '\n'.join([method, '', *lines, *ratio_lines]) + '\n'
+
+
+TASK_LABELS = {'eval b1@320': 'eval batch 1 at 320', 'train step b8@160': 'SGD step batch 8 at 160'}
+
+
+def weight_layouts_table(result):
+    """docs/benchmarks.md: each weight layout's time in training, and its ratio to the plugin's."""
+    layouts = result['layouts']
+    names = {'plugin': "plugin's layout", 'all channels-last': 'all weights channels-last', 'all default': 'all weights default'}
+    lines = [f'`{result["command"]}`, {result["date"]}, {result["machine"]}; median of {result["reps"]} interleaved '
+             f'rounds, models in training (unfused), ms and the ratio to the plugin\'s layout:', '',
+             '| model, task | ' + ' | '.join(names[k] for k in layouts) + ' |', '|' + '---|' * (len(layouts) + 1)]
+    for r in result['rows']:
+        lines.append(f'| {r["model"]}, {TASK_LABELS[r["task"]]} | '
+                     + ' | '.join(f'{r[k]:.1f} ({r[k] / r["plugin"]:.3f})' for k in layouts) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+RENDERERS = {'weight-layouts': weight_layouts_table, 'hybrid-int8': hybrid_int8, 'command-tables': command_tables, 'task-ratios': task_ratios, 'p2-cost': p2_cost, 'hybrid-init': hybrid_init_table, 'edge-runtime-ratios': edge_runtime_ratios, 'formats': format_table, 'runtime-parity': runtime_parity_table, 'controls': controls_table, 'configs': config_table, 'backbones': backbones_line, 'layers': layers_line, 'int8-attention': int8_attention_rows, 'speedup': int8_attention_speedup, 'edge-ratios': edge_ratios, 'runtimes': runtimes_table, 'startup': startup_cost, 'timm': timm_weights_table, 'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
 
 
 def rendered(text):
@@ -332,9 +598,9 @@ def rendered(text):
             import importlib
             module, _, attribute = source.rpartition('.')
             data = getattr(importlib.import_module(module), attribute)
-        elif '*' in source:  # every matching file, by name (JSON parsed)
+        elif '*' in source or '+' in source:  # every matching file, by name (JSON parsed)
             data = {f.name: json.loads(f.read_text()) if f.suffix == '.json' else f.read_text()
-                    for f in sorted(RESULTS.glob(source))}
+                    for pattern in source.split('+') for f in sorted(RESULTS.glob(pattern))}
         else:
             text = (RESULTS / source).read_text()
             data = json.loads(text) if source.endswith('.json') else text

@@ -43,3 +43,37 @@ def yolo(yolov5_dir, offline):
     from yolov5_mnv4.hosts.yolov5 import is_registered
     assert is_registered(models.yolo), 'the hook in models/yolo.py did not register'
     return models.yolo
+
+
+# ---- measured numbers for docs/results: `MNV4_RECORD=docs/results/parity.json python -m pytest ...` ----
+RECORDS = {}
+
+
+@pytest.fixture
+def record(request):
+    """record(key, **values): keep a number this test measured (a parity error, an int8 SNR). With
+    MNV4_RECORD=<file.json> set, the session merges them into that file (key by key, each with the
+    test, date and machine), which scripts/render_docs.py turns into the docs' tables."""
+    def add(key, **values):
+        RECORDS[key] = {**{k: (round(float(v), 8) if isinstance(v, float) else v) for k, v in values.items()},
+                        'test': request.node.nodeid.split('::', 1)[0]}
+    return add
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = os.environ.get('MNV4_RECORD')
+    if not path or not RECORDS:
+        return
+    import json
+    import platform
+    import time
+
+    import torch
+    target = Path(path)
+    result = json.loads(target.read_text()) if target.is_file() else {}
+    stamp = {'date': time.strftime('%Y-%m-%d'),
+             'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}'}
+    result['command'] = 'MNV4_RECORD=docs/results/parity.json python -m pytest tests/test_runtimes.py tests/test_tf_export.py'
+    result.setdefault('records', {}).update({key: {**values, **stamp} for key, values in RECORDS.items()})
+    result['records'] = dict(sorted(result['records'].items()))
+    target.write_text(json.dumps(result, indent=1) + '\n')

@@ -14,7 +14,10 @@ import render_docs  # noqa: E402
 DOCS = render_docs.DOCS
 # The blocks that carry the headline numbers: they must exist, not only agree when present.
 REQUIRED_BLOCKS = {'README.md': {'benchmark.json headline', 'configs.json configs', 'benchmark_int8_attention.md slowdown'},
-                   'docs/benchmarks.md': {'benchmark.json table'},
+                   'docs/benchmarks.md': {'benchmark.json table', 'benchmark_command.json command-tables',
+                                          'benchmark_edge_runtimes_*.md edge-runtime-ratios'},
+                   'docs/export.md': {'parity.json+benchmark_edge_runtimes_*.md formats', 'parity.json runtime-parity',
+                                      'parity.json controls'},
                    'docs/ultralytics.md': {'ultralytics_parity_*.json parity'}}
 # Project-internal talk that user-facing docs must not carry: performance targets, machines on loan,
 # superseded runs and tests.
@@ -30,6 +33,13 @@ def test_generated_blocks_equal_what_the_result_files_give():
 def test_headline_numbers_are_generated(doc):
     blocks = {f'{source} {renderer}' for _, source, renderer, _, _ in render_docs.BLOCK.findall((REPO / doc).read_text())}
     assert REQUIRED_BLOCKS[doc] <= blocks, f'{doc} lacks the generated block(s) {REQUIRED_BLOCKS[doc] - blocks}'
+
+
+def test_every_recorded_check_has_its_record():
+    """The parity tables name no check whose record is missing from docs/results/parity.json (a test
+    renamed or a record key changed would leave a hole there)."""
+    holes = [(path.name, line) for path in DOCS for line in path.read_text().splitlines() if 'not recorded' in line]
+    assert not holes, holes
 
 
 def test_the_renderer_notices_a_changed_number(tmp_path, monkeypatch):

@@ -116,7 +116,7 @@ def test_export_writes_each_format_where_yolov5_users_look(exported):
 
 
 @pytest.mark.parametrize('fmt', FORMATS)
-def test_runtime_equals_the_fused_pytorch_model(exported, yolo, fmt):
+def test_runtime_equals_the_fused_pytorch_model(exported, yolo, fmt, record):
     from yolov5_mnv4.export import runtimes
     from yolov5_mnv4.cli.export import detection_errors
     case, weights, size, _ = exported
@@ -129,11 +129,12 @@ def test_runtime_equals_the_fused_pytorch_model(exported, yolo, fmt):
     for name, bound, im, ref in zip(('real', 'random', 'second real'), (REAL_BOUND, NOISE_BOUND, REAL_BOUND), ims, refs):
         boxes, scores = detection_errors(runner(im), ref)
         print(f'{case} {fmt} {name}: boxes {boxes:.1e}, scores {scores:.1e} (bound {bound:.0e})')
+        record(f'fp32/{fmt}/{case}/{name}', boxes=boxes, scores=scores, bound=bound)
         assert boxes <= bound and scores <= bound, (case, fmt, name, boxes, scores)
 
 
 @pytest.mark.parametrize('fmt', ['ncnn', 'mnn'])
-def test_parity_bound_rejects_an_export_with_same_padding(yolo, tmp_path, fmt):
+def test_parity_bound_rejects_an_export_with_same_padding(yolo, tmp_path, fmt, record):
     """The runtime runs what it is given: an export of a one-pixel-off trained Conv-S must fail."""
     from yolov5_mnv4.export import runtimes
     from yolov5_mnv4.cli.export import detection_errors, detection_output
@@ -150,6 +151,7 @@ def test_parity_bound_rejects_an_export_with_same_padding(yolo, tmp_path, fmt):
     errors = [detection_errors(runner(im), ref) for im, ref in zip(ims, refs)]
     print(f'{fmt} with same padding: (boxes, scores) per image {errors}')
     assert all(max(e) >= BROKEN for e in errors), errors
+    record(f'control/{fmt}/same-padding', worst=min(max(e) for e in errors), bound=REAL_BOUND, fails_at=BROKEN)
 
 
 def val_images(data, size):
@@ -157,14 +159,23 @@ def val_images(data, size):
     return dataset_images(data, 'val', (size, size), 32)
 
 
-def check_int8(outputs, refs, detect, size, fmt, what):
-    """The int8 bounds of `fmt` on the trained Conv-S's val images, against its fused fp32 model."""
+def int8_measures(outputs, refs, detect, size, what):
+    """Score SNR per level, and detections against fp32 (parity.int8_report), printed and returned."""
     from yolov5_mnv4.export.parity import int8_report
     snr, recall, precision, ref_boxes, line = int8_report(outputs, refs, detect.stride, detect.na, (size, size))
     print(f'{what}: {line}')
-    assert ref_boxes >= 20, 'the trained model should find boxes on these images'
+    return dict(snr=[round(float(db), 2) for db in snr], recall=float(recall), precision=float(precision),
+                boxes=int(ref_boxes))
+
+
+def check_int8(outputs, refs, detect, size, fmt, what):
+    """The int8 bounds of `fmt` on the trained Conv-S's val images, against its fused fp32 model."""
+    measured = int8_measures(outputs, refs, detect, size, what)
+    snr, recall, precision = measured['snr'], measured['recall'], measured['precision']
+    assert measured['boxes'] >= 20, 'the trained model should find boxes on these images'
     assert min(snr) >= INT8_SNR_DB[fmt], f'{what}: score SNR {min(snr):.1f} dB < {INT8_SNR_DB[fmt]} on a level'
     assert recall >= INT8_RECALL and precision >= INT8_PRECISION, (what, recall, precision)
+    return measured
 
 
 @pytest.fixture(scope='module')
@@ -176,13 +187,14 @@ def int8_reference(yolo, exports, int8_data):
 
 
 @pytest.mark.parametrize('fmt', INT8_FORMATS)
-def test_int8_export_agrees_with_fp32(exports, int8_reference, fmt):
+def test_int8_export_agrees_with_fp32(exports, int8_reference, fmt, record):
     from yolov5_mnv4.export import runtimes
     weights, size, log = exports['int8']
     assert f'yolov5-mnv4-export: {fmt}: 32 val images: score signal-to-noise per level' in log
     model, ims, refs = int8_reference
     runner = runtimes.load(fmt, weights.with_name(INT8_FORMATS[fmt]))
-    check_int8([runner(im) for im in ims], refs, model.model[-1], size, fmt, f'{fmt} int8')
+    record(f'int8/{fmt}/conv-s-relu-trained', size=size, images=len(ims), bound_db=INT8_SNR_DB[fmt],
+           **check_int8([runner(im) for im in ims], refs, model.model[-1], size, fmt, f'{fmt} int8'))
 
 
 INT8_BUGS = {'same-padding': same_padding_, 'no-residual': lambda m: drop_residuals_(m, 'all'),
@@ -192,10 +204,13 @@ INT8_BUGS = {'same-padding': same_padding_, 'no-residual': lambda m: drop_residu
 
 @pytest.mark.parametrize('bug, fmt', [(bug, fmt) for bug in INT8_BUGS for fmt in INT8_FORMATS
                                       if (bug, fmt) != ('sixth-residual', 'mnn')])  # see INT8_SNR_DB
-def test_int8_bounds_reject_broken_fp32_copies(yolo, exports, int8_reference, bug, fmt):
+def test_int8_bounds_reject_broken_fp32_copies(yolo, exports, int8_reference, bug, fmt, record):
     """Negative controls: the fp32 model with a bug, in PyTorch, fails each format's int8 bounds."""
     model, ims, refs = int8_reference
     broken, _ = INT8_BUGS[bug](fused(yolo, TRAINED))
+    outputs, size = [o[0] for o in outputs_of(broken, ims)], exports['int8'][1]
+    record(f'control/int8/{bug}', **int8_measures(outputs, refs, model.model[-1], size, f'fp32 PyTorch with {bug}'),
+           bound_db={f: INT8_SNR_DB[f] for f in INT8_FORMATS if (bug, f) != ('sixth-residual', 'mnn')},
+           recall_bound=INT8_RECALL, precision_bound=INT8_PRECISION)
     with pytest.raises(AssertionError):
-        check_int8([o[0] for o in outputs_of(broken, ims)], refs, model.model[-1], exports['int8'][1], fmt,
-                   f'fp32 PyTorch with {bug}')
+        check_int8(outputs, refs, model.model[-1], size, fmt, f'fp32 PyTorch with {bug}')

@@ -268,7 +268,7 @@ def test_export_writes_every_tf_format(exported):
         assert path.is_file() and path.stat().st_size > 100_000, path
 
 
-def test_savedmodel_graphdef_and_tflite_fp32_equal_pytorch(exported, tmp_path):
+def test_savedmodel_graphdef_and_tflite_fp32_equal_pytorch(exported, tmp_path, record):
     from yolov5_mnv4.export.tflite import GraphDef, SavedModel, TFLiteModel, fp32_tflite_from_saved_model, to_torch_layout
 
     cfg, weights, model = exported
@@ -284,12 +284,14 @@ def test_savedmodel_graphdef_and_tflite_fp32_equal_pytorch(exported, tmp_path):
         boxes, scores = assert_detector_close(got, ref, f'{cfg} {name}')
         print(f'{cfg} {name} vs fused PyTorch, random + 2 real images: boxes {boxes:.2g} of their scale, '
               f'scores {scores:.2g}')
+        record(f'fp32/{name}/{cfg.replace(".yaml", "")}', boxes=boxes, scores=scores, box_bound=BOX_BOUND,
+               score_bound=SCORE_BOUND)
 
 
 def keras_detector_outputs(model, images, size=IMG):
     """The Keras copy of `model` that export.py builds (models/tf.py's TFModel), in PyTorch's layout."""
     from yolov5_mnv4.export.tflite import to_torch_layout
-    from yolov5_mnv4.cli.export import keras_detector
+    from yolov5_mnv4.hosts.yolov5 import keras_detector
     detect = model.model[-1]
     keras_model = keras_detector(model, (size, size))
     return np.concatenate([to_torch_layout(keras_model(im[None]).numpy(), detect.stride, detect.na, (size, size))
@@ -322,7 +324,7 @@ def clean_keras_checked():
 
 
 @pytest.mark.parametrize('bug', DETECTOR_BUGS)
-def test_detector_parity_bounds_reject_each_broken_copy(tf, detectors, clean_keras_checked, bug, monkeypatch):
+def test_detector_parity_bounds_reject_each_broken_copy(tf, detectors, clean_keras_checked, bug, monkeypatch, record):
     """Negative controls of the SavedModel / TFLite fp32 parity test: its images and bounds reject
     the Keras detector (what export.py converts) of the same weights with each bug in."""
     cfg = BUG_CONFIGS[BUG_VARIANTS[bug]]
@@ -333,12 +335,16 @@ def test_detector_parity_bounds_reject_each_broken_copy(tf, detectors, clean_ker
         assert_detector_close(keras_detector_outputs(model, images), ref, f'{cfg} Keras')
         clean_keras_checked.add(cfg)
     install_bug(bug, monkeypatch)
+    broken = keras_detector_outputs(model, images)
+    from yolov5_mnv4.cli.export import detection_errors
+    boxes, scores = detection_errors(broken, ref)
+    record(f'control/fp32 Keras/{bug}', boxes=boxes, scores=scores, box_bound=BOX_BOUND, score_bound=SCORE_BOUND)
     with pytest.raises(AssertionError) as failure:
-        assert_detector_close(keras_detector_outputs(model, images), ref, f'{cfg} with {bug}')
+        assert_detector_close(broken, ref, f'{cfg} with {bug}')
     print(str(failure.value).split('\n')[0])
 
 
-def test_stock_fp16_tflite_is_close_to_pytorch(exported):
+def test_stock_fp16_tflite_is_close_to_pytorch(exported, record):
     from yolov5_mnv4.export.tflite import TFLiteModel, to_torch_layout
 
     cfg, weights, model = exported
@@ -354,6 +360,8 @@ def test_stock_fp16_tflite_is_close_to_pytorch(exported):
     # Measured 0.046-0.077 and 0.040-0.063: these untrained detectors amplify small weight changes
     # about 100-fold (fp32's own rounding gives 2e-5), and fp16 rounds each weight by up to 5e-4.
     # The broken Keras copies are off by 0.65-1.2 and 0.85-0.97 (test_detector_parity_bounds_...).
+    record(f'fp16/TFLite fp16 weights/{cfg.replace(".yaml", "")}', boxes=float(boxes), scores=float(err[..., 4:].max()),
+           box_bound=0.2, score_bound=0.15)
     assert boxes < 0.2 and err[..., 4:].max() < 0.15, 'fp16 weights moved the outputs too far'
 
 
@@ -427,9 +435,12 @@ def check_int8_fidelity(outputs, refs, detect, what):
     assert ref_boxes >= 30, 'the trained model should find boxes on these images'
     assert min(snr) >= INT8_SCORE_SNR_DB, f'{what}: score SNR {min(snr):.1f} dB < {INT8_SCORE_SNR_DB} on a level'
     assert score_error < 0.005
+    measured = dict(snr=[round(float(db), 2) for db in snr], recall=float(recall), precision=float(precision),
+                    boxes=int(ref_boxes), bound_db=INT8_SCORE_SNR_DB, images=len(refs), size=IMG)
     # Measured 0.42 / 0.21 on the shipped images: a weak model's scores sit at the threshold, where
     # int8's small shifts move boxes across it. (A one-pixel padding bug keeps these: the SNR catches it.)
     assert recall >= 0.25 and precision >= 0.08
+    return measured
 
 
 @pytest.fixture(scope='module')
@@ -447,7 +458,7 @@ def int8_reference(int8_export, tmp_path_factory):
     return model, images, refs
 
 
-def test_int8_tflite_agrees_with_fp32_tflite(int8_export, int8_reference):
+def test_int8_tflite_agrees_with_fp32_tflite(int8_export, int8_reference, record):
     from yolov5_mnv4.export.tflite import TFLiteModel, to_torch_layout
 
     weights, _, log = int8_export
@@ -457,17 +468,20 @@ def test_int8_tflite_agrees_with_fp32_tflite(int8_export, int8_reference):
     int8 = TFLiteModel(f'{weights.with_suffix("")}-int8.tflite')
     assert int8.quantized, 'the int8 model should take uint8 images'
     outputs = np.concatenate([to_torch_layout(int8(im[None]), detect.stride, detect.na, (IMG, IMG)) for im in images])
-    check_int8_fidelity(outputs, refs, detect, 'int8 TFLite')
+    record('int8/tflite/conv-s-relu-trained', **check_int8_fidelity(outputs, refs, detect, 'int8 TFLite'))
 
 
 @pytest.mark.parametrize('bug', ['same-padding', 'no-residual'])
-def test_int8_bounds_reject_broken_fp32_copies(int8_reference, bug, monkeypatch):
+def test_int8_bounds_reject_broken_fp32_copies(int8_reference, bug, monkeypatch, record):
     """Negative controls: the fp32 Keras detector with a bug fails the int8 test's bounds, though
     the bug costs less than int8 does by other measures (the padding bug keeps recall 0.41)."""
     model, images, refs = int8_reference
     install_bug(bug, monkeypatch)
+    broken = keras_detector_outputs(model, images)
+    record(f'control/int8 TFLite/{bug}', snr=[round(float(db), 2) for db in score_snr_db(broken, refs, model.model[-1], IMG)],
+           bound_db=INT8_SCORE_SNR_DB)
     with pytest.raises(AssertionError):
-        check_int8_fidelity(keras_detector_outputs(model, images), refs, model.model[-1], f'fp32 Keras with {bug}')
+        check_int8_fidelity(broken, refs, model.model[-1], f'fp32 Keras with {bug}')
 
 
 def test_edgetpu_fails_only_for_want_of_its_compiler(int8_export):
@@ -575,6 +589,8 @@ def check_hybrid_int8_fidelity(outputs, refs, detect, what):
           + ' / '.join(f'{db:.1f}' for db in snr) + ' dB')
     assert all(db >= bound for db, bound in zip(snr, HYBRID_SCORE_SNR_DB)), \
         f'{what}: score SNR {[round(db, 1) for db in snr]} dB below {HYBRID_SCORE_SNR_DB} on a level'
+    return dict(snr=[round(float(db), 2) for db in snr], bound_db=list(HYBRID_SCORE_SNR_DB), images=len(refs),
+                size=HYBRID_IMG)
 
 
 @pytest.fixture(scope='module')
@@ -586,7 +602,7 @@ def hybrid_reference(hybrid_int8):
     return model, images, keras_detector_outputs(model, images, HYBRID_IMG)
 
 
-def test_hybrid_int8_agrees_with_fp32(hybrid_int8, hybrid_reference):
+def test_hybrid_int8_agrees_with_fp32(hybrid_int8, hybrid_reference, record):
     from yolov5_mnv4.export.tflite import TFLiteModel, to_torch_layout
 
     weights, _, _ = hybrid_int8
@@ -595,16 +611,19 @@ def test_hybrid_int8_agrees_with_fp32(hybrid_int8, hybrid_reference):
     int8 = TFLiteModel(weights.with_name('best-int8.tflite'))
     outputs = np.concatenate([to_torch_layout(int8(im[None]), detect.stride, detect.na, (HYBRID_IMG, HYBRID_IMG))
                               for im in images])
-    check_hybrid_int8_fidelity(outputs, refs, detect, 'Hybrid-M int8, float attention')
+    record('int8/tflite float attention/hybrid-m-trained',
+           **check_hybrid_int8_fidelity(outputs, refs, detect, 'Hybrid-M int8, float attention'))
 
 
 @pytest.mark.parametrize('bug', ['same-padding', 'no-residual'])
-def test_hybrid_int8_bounds_reject_broken_fp32_copies(hybrid_reference, bug, monkeypatch):
+def test_hybrid_int8_bounds_reject_broken_fp32_copies(hybrid_reference, bug, monkeypatch, record):
     model, images, refs = hybrid_reference
     install_bug(bug, monkeypatch)
+    broken = keras_detector_outputs(model, images, HYBRID_IMG)
+    record(f'control/int8 TFLite float attention/{bug}', bound_db=list(HYBRID_SCORE_SNR_DB),
+           snr=[round(float(db), 2) for db in score_snr_db(broken, refs, model.model[-1], HYBRID_IMG)])
     with pytest.raises(AssertionError):
-        check_hybrid_int8_fidelity(keras_detector_outputs(model, images, HYBRID_IMG), refs, model.model[-1],
-                                   f'fp32 Keras with {bug}')
+        check_hybrid_int8_fidelity(broken, refs, model.model[-1], f'fp32 Keras with {bug}')
 
 
 def test_stock_detect_runs_the_hybrid_int8(hybrid_int8, yolov5_dir, offline, tmp_path):
