@@ -5,6 +5,7 @@ model builder for 80 classes. Writes docs/results/configs.json, from which the R
 table is generated (scripts/render_docs.py).
 
     python scripts/config_summary.py --yolov5 .cache/yolov5-v7.0
+    python scripts/config_summary.py --ultralytics     # the Ultralytics-package configs and their stock twins
     python scripts/config_summary.py --yolov5 /path/to/yolov5 --cfg my-config.yaml --out runs/configs.json
 """
 import argparse
@@ -41,12 +42,50 @@ def summary(yolo, config):
     return int(match[1]), int(match[2]), float(match[3])
 
 
+def ultralytics_summary(out):
+    """Params (unfused, as built) and GFLOPs at 640 (torch's FLOP counter, attention included, as the
+    benchmark counts them) of every shipped Ultralytics-package config and its stock twin, 80 classes.
+    Writes `out` (docs/results/ultralytics_configs.json)."""
+    import torch
+    from yolov5_mnv4.bench import UltralyticsHost, gflops, ultralytics_models
+    from yolov5_mnv4.resources import ultralytics_configs
+    model_class = UltralyticsHost().model_class
+    rows, twins = [], {}
+    for i, (name, twin) in enumerate(ultralytics_models().items(), 1):
+        for model_name in (name, twin):
+            if model_name in twins and model_name == twin:
+                continue
+            config = ultralytics_configs() / f'{model_name}.yaml'
+            torch.manual_seed(0)
+            model = model_class(str(config) if config.is_file() else f'{model_name}.yaml', nc=80, verbose=False).eval()
+            entry = {'params': sum(p.numel() for p in model.parameters()), 'gflops_640': round(gflops(model, 640), 2)}
+            if model_name == twin:
+                twins[twin] = entry
+            else:
+                rows.append({'config': f'{name}.yaml', 'twin': twin, **entry})
+        print(f'[{i}/{len(ultralytics_models())}] {name}: {rows[-1]["params"]:,} parameters', flush=True)
+    import ultralytics
+    result = {'command': 'python scripts/config_summary.py --ultralytics', 'date': datetime.date.today().isoformat(),
+              'machine': f'{platform.machine()}, torch {torch.__version__}, ultralytics {ultralytics.__version__}',
+              'classes': 80, 'rows': rows, 'twins': twins}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + '\n')
+    print(f'config_summary: wrote {out}')
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--yolov5', type=Path, required=True, help='a YOLOv5 tree (v7.0 or master) with the plugin applied')
+    parser.add_argument('--yolov5', type=Path, help='a YOLOv5 tree (v7.0 or master) with the plugin applied')
+    parser.add_argument('--ultralytics', action='store_true', help="the Ultralytics package's configs instead")
     parser.add_argument('--cfg', type=Path, nargs='*', help='configs to summarise (default: every shipped one)')
     parser.add_argument('--out', type=Path, default=REPO / 'docs' / 'results' / 'configs.json')
     args = parser.parse_args(argv)
+    if args.ultralytics:
+        return ultralytics_summary(REPO / 'docs' / 'results' / 'ultralytics_configs.json'
+                                   if args.out == parser.get_default('out') else args.out)
+    if args.yolov5 is None:
+        parser.error('--yolov5 is required (or --ultralytics)')
     sys.path.insert(0, str(REPO / 'scripts'))
     from benchmark import import_yolo
     yolo = import_yolo(args.yolov5.resolve())

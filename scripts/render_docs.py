@@ -185,6 +185,66 @@ def config_table(result):
     return '\n'.join(lines) + '\n'
 
 
+ULTRALYTICS_HEADS = {'yolov5': 'YOLOv5u', 'yolo11': 'YOLO11', 'yolo26': 'YOLO26'}
+BACKBONES = {'conv-s': 'Conv-S', 'conv-m': 'Conv-M', 'hybrid-m': 'Hybrid-M', 'conv-l': 'Conv-L', 'hybrid-l': 'Hybrid-L'}
+
+
+def ultralytics_config_table(result):
+    """docs/ultralytics.md: every shipped Ultralytics-package config beside its stock twin."""
+    def head(config):
+        family = next(f for f in ULTRALYTICS_HEADS if config.startswith(f))
+        return family, config[len(family)]  # 'yolo11s-...' -> ('yolo11', 's')
+    order = list(ULTRALYTICS_HEADS)
+    rows = sorted(result['rows'], key=lambda r: (order.index(head(r['config'])[0]), r['config'][len(head(r['config'])[0])],
+                                                  list(BACKBONES).index(r['config'].split('-mnv4-')[1][:-5])))
+    lines = ['| config | backbone | head (scale) | params | GFLOPs (640) | stock twin: params, GFLOPs |',
+             '|---|---|---|---|---|---|']
+    for r in rows:
+        family, scale = head(r['config'])
+        twin = result['twins'][r['twin']]
+        lines.append(f'| `{r["config"]}` | {BACKBONES[r["config"].split("-mnv4-")[1][:-5]]} | {ULTRALYTICS_HEADS[family]} '
+                     f'({scale}) | {r["params"]:,} | {r["gflops_640"]:.2f} | {r["twin"]}: {twin["params"]:,}, '
+                     f'{twin["gflops_640"]:.2f} |')
+    lines += ['', f'({result["classes"]} classes, unfused models as built; GFLOPs by torch\'s FLOP counter at 640, '
+                  f'attention included, as the benchmark counts them: `{result["command"]}`, {result["date"]}, '
+                  f'{result["machine"]}.)']
+    return '\n'.join(lines) + '\n'
+
+
+def tensorrt_line(result):
+    """docs/export.md: the GPU run's CUDA-graph fp16 ratios at 640 (scripts/benchmark_tensorrt.py)."""
+    rows = {r['model']: r for r in result['rows'] if r['size'] == 640}
+    pairs = [('MNv4-Conv-S', 'yolov5n'), ('MNv4-Conv-M', 'yolov5s'), ('MNv4-Hybrid-M', 'MNv4-Conv-M')]
+    ratios = ', '.join(f'{a.replace("MNv4-", "")} / {b.replace("MNv4-", "")} {rows[a]["graph_fp16"] / rows[b]["graph_fp16"]:.2f}'
+                       for a, b in pairs)
+    eager = [r['torch_fp32'] for r in rows.values()]
+    graph = ' / '.join(f'{r["graph_fp16"]:.2f}' for r in rows.values())
+    return (f'CUDA-graph fp16 at 640, {ratios} ({graph} ms for '
+            f'{", ".join(rows)}); eager PyTorch at batch 1 is bound by kernel launches ({min(eager):.0f}-{max(eager):.0f} ms '
+            f'for all), so its ratios count layers, not work\n')
+
+
+RKNN_LINE = re.compile(r'^- (\S+) (int8|fp16) \(([\d.]+ MB)\): (.*); ops on the CPU: (.*)$')
+
+
+def rknn_table(text):
+    """docs/export.md: the RKNN simulator's agreement with fp32 per case (scripts/rknn_check.py report)."""
+    cases = {}
+    for line in text.splitlines():
+        m = RKNN_LINE.match(line)
+        if m:
+            case = cases.setdefault(m[1], {})
+            case[m[2]] = m[4].replace('score signal-to-noise per level (P3/P4/P5) ', '').replace(
+                'detections (conf 0.1, same class, IoU >= 0.5): ', '') + f'; {m[3]}'
+            case['cpu'] = m[5]
+    lines = ['| case | int8 (`w8a8`) against fp32 | fp16 against fp32 | ops the toolkit leaves to the CPU |',
+             '|---|---|---|---|']
+    for name, case in cases.items():
+        label = name + ('' if name.endswith('trained') else ', untrained')
+        lines.append(f'| {label} | {case.get("int8", "-")} | {case.get("fp16", "-")} | {case["cpu"]} |')
+    return '\n'.join(lines) + '\n'
+
+
 def timm_weights_table(weights):
     """docs/design.md: timm's ImageNet weights per variant, from yolov5_mnv4.timm_weights.TIMM_WEIGHTS."""
     lines = ['| variant | timm model (`--timm`, or the variant name) | resolution | ImageNet top-1 | backbone params |',
@@ -478,18 +538,60 @@ def runtime_parity_table(data):
     return '\n'.join(lines) + '\n'
 
 
+STAGE_CHECKS = {'Keras': ('Keras stages (models/tf.py) against PyTorch', 'stage', 'branch'),
+                'ONNX': ('ONNX Runtime against eager PyTorch', 'features', 'branch'),
+                'timm': ("our backbone against timm's", 'features', 'branch')}
+
+
+def stage_table(data):
+    """docs/export.md: the backbone-level parity checks (largest error over the cases of each check)."""
+    records = _records(data)
+    lines = ['| check | cases | output (bound) | attention branch (bound) |', '|---|---|---|---|']
+    for check, (label, output, branch) in STAGE_CHECKS.items():
+        found = {k.split('/')[2]: r for k, r in records.items() if k.startswith(f'stage/{check}/')}
+        if not found:
+            lines.append(f'| {label} | not recorded | | |')
+            continue
+        worst = {key: max(r[key] for r in found.values()) for key in (output, branch)}
+        first = next(iter(found.values()))
+        lines.append(f'| {label} | {", ".join(found)} | {_sci(worst[output])} ({_bound(first[output + "_bound"])}) | '
+                     f'{_sci(worst[branch])} ({_bound(first[branch + "_bound"])}) |')
+    return '\n'.join(lines) + '\n'
+
+
+def val_table(data):
+    """docs/export.md: YOLOv5's val.py on the trained Conv-S-ReLU and its TF exports (test_tf_export)."""
+    records = {k.split('/', 1)[1]: r for k, r in _records(data).items() if k.startswith('val.py/')}
+    if not records:
+        return 'not recorded\n'
+    first = next(iter(records.values()))
+    lines = [f'| `val.py --weights` ({first["data"]} val, {first["size"]} px) | P | R | mAP50 | mAP50-95 |',
+             '|---|---|---|---|---|']
+    lines += [f'| {name} | ' + ' | '.join(f'{r[k]:.4g}' for k in ('P', 'R', 'mAP50', 'mAP50-95')) + ' |'
+              for name, r in records.items()]
+    return '\n'.join(lines) + '\n'
+
+
 def controls_table(data):
     """docs/export.md: each negative control, what it measured and the bound it fails."""
     records = _records(data)
     names = {'fp32 Keras': 'SavedModel, GraphDef, TFLite fp32 (the Keras detector they convert)',
              'int8 TFLite': 'TFLite int8', 'int8 TFLite float attention': 'TFLite int8, float attention (Hybrid-M)',
-             'int8': 'MNN and ExecuTorch int8', 'ncnn': 'NCNN fp32', 'mnn': 'MNN fp32'}
+             'int8': 'MNN and ExecuTorch int8', 'ncnn': 'NCNN fp32', 'mnn': 'MNN fp32',
+             'Keras stage': 'Keras stages against PyTorch', 'ONNX attention branch': 'ONNX attention branches',
+             'timm attention branch': "attention branches against timm's"}
     lines = ['| check | broken copy | measured | bound |', '|---|---|---|---|']
     for key, r in records.items():
         if not key.startswith('control/'):
             continue
         _, check, bug = key.split('/')
-        if 'worst' in r:
+        if 'stage' in r:
+            branch = f', attention branch {_sci(r["branch"])}' if r['variant'].startswith('hybrid') else ''
+            measured = f'stage {_sci(r["stage"])}{branch} ({r["variant"]})'
+            bound = f'stage {_bound(r["stage_bound"])}, branch {_bound(r["branch_bound"])}'
+        elif 'branch_bound' in r:
+            measured, bound = f'attention branch {_sci(r["branch"])} ({r["variant"]})', _bound(r['branch_bound'])
+        elif 'worst' in r:
             measured, bound = f'{r["worst"]:.2f} (both errors, every image)', _bound(r['bound'])
         elif 'snr' in r:
             measured, bound = _snr(r), r['bound_db']
@@ -587,7 +689,7 @@ def weight_layouts_table(result):
     return '\n'.join(lines) + '\n'
 
 
-RENDERERS = {'weight-layouts': weight_layouts_table, 'hybrid-int8': hybrid_int8, 'command-tables': command_tables, 'task-ratios': task_ratios, 'p2-cost': p2_cost, 'hybrid-init': hybrid_init_table, 'edge-runtime-ratios': edge_runtime_ratios, 'formats': format_table, 'runtime-parity': runtime_parity_table, 'controls': controls_table, 'configs': config_table, 'backbones': backbones_line, 'layers': layers_line, 'int8-attention': int8_attention_rows, 'speedup': int8_attention_speedup, 'edge-ratios': edge_ratios, 'runtimes': runtimes_table, 'startup': startup_cost, 'timm': timm_weights_table, 'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
+RENDERERS = {'tensorrt': tensorrt_line, 'rknn': rknn_table, 'ultralytics-configs': ultralytics_config_table, 'val': val_table, 'stages': stage_table, 'weight-layouts': weight_layouts_table, 'hybrid-int8': hybrid_int8, 'command-tables': command_tables, 'task-ratios': task_ratios, 'p2-cost': p2_cost, 'hybrid-init': hybrid_init_table, 'edge-runtime-ratios': edge_runtime_ratios, 'formats': format_table, 'runtime-parity': runtime_parity_table, 'controls': controls_table, 'configs': config_table, 'backbones': backbones_line, 'layers': layers_line, 'int8-attention': int8_attention_rows, 'speedup': int8_attention_speedup, 'edge-ratios': edge_ratios, 'runtimes': runtimes_table, 'startup': startup_cost, 'timm': timm_weights_table, 'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
 
 
 def rendered(text):

@@ -55,7 +55,8 @@ def record(request):
     MNV4_RECORD=<file.json> set, the session merges them into that file (key by key, each with the
     test, date and machine), which scripts/render_docs.py turns into the docs' tables."""
     def add(key, **values):
-        RECORDS[key] = {**{k: (round(float(v), 8) if isinstance(v, float) else v) for k, v in values.items()},
+        values = {k: v.item() if hasattr(v, 'item') else v for k, v in values.items()}  # numpy, torch scalars
+        RECORDS[key] = {**{k: (round(v, 8) if isinstance(v, float) else v) for k, v in values.items()},
                         'test': request.node.nodeid.split('::', 1)[0]}
     return add
 
@@ -73,7 +74,8 @@ def pytest_sessionfinish(session, exitstatus):
     result = json.loads(target.read_text()) if target.is_file() else {}
     stamp = {'date': time.strftime('%Y-%m-%d'),
              'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}'}
-    result['command'] = 'MNV4_RECORD=docs/results/parity.json python -m pytest tests/test_runtimes.py tests/test_tf_export.py'
+    result['command'] = ('MNV4_RECORD=docs/results/parity.json python -m pytest tests/test_model.py '
+                         'tests/test_timm_equivalence.py tests/test_runtimes.py tests/test_tf_export.py')
     result.setdefault('records', {}).update({key: {**values, **stamp} for key, values in RECORDS.items()})
     result['records'] = dict(sorted(result['records'].items()))
     target.write_text(json.dumps(result, indent=1) + '\n')

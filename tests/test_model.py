@@ -218,7 +218,7 @@ ONNX_CASES = [('conv_small', 'perturbed'), ('hybrid_medium', 'perturbed'), ('hyb
 
 
 @pytest.mark.parametrize('name, weights', ONNX_CASES, ids=[f'{n}-{w}' for n, w in ONNX_CASES])
-def test_onnx_export_matches_eager(name, weights, tmp_path):
+def test_onnx_export_matches_eager(name, weights, tmp_path, record):
     """The exported (explicit) attention against eager's fused kernel, branch by branch."""
     require('onnxruntime')
     require('onnx')
@@ -228,11 +228,12 @@ def test_onnx_export_matches_eager(name, weights, tmp_path):
         peak_attention_(model, x)
     features, branch = onnx_errors(model.fuse(), x, tmp_path / f'{name}.onnx')
     print(f'{name} ({weights}): features max abs {features:.2g}, worst attention branch {branch:.2g}')
+    record(f'stage/ONNX/{name}-{weights}', features=features, branch=branch, features_bound=1e-4, branch_bound=1e-4)
     assert features < 1e-4 and branch <= 1e-4
 
 
 @pytest.mark.parametrize('bug', ['no-scale', 'mean-of-values'])
-def test_onnx_bounds_reject_a_broken_explicit_attention(bug, monkeypatch, tmp_path):
+def test_onnx_bounds_reject_a_broken_explicit_attention(bug, monkeypatch, tmp_path, record):
     """Negative controls: a wrong explicit attention (what exports run) fails the ONNX test's bounds."""
     require('onnxruntime')
     from yolov5_mnv4 import attention
@@ -245,6 +246,7 @@ def test_onnx_bounds_reject_a_broken_explicit_attention(bug, monkeypatch, tmp_pa
     monkeypatch.setattr(attention, 'attend_explicit', broken[bug])
     features, branch = onnx_errors(model.fuse(), x, tmp_path / 'broken.onnx')
     print(f'{bug}: features max abs {features:.2g}, worst attention branch {branch:.2g}')
+    record(f'control/ONNX attention branch/{bug}', branch=branch, branch_bound=1e-4, variant='hybrid_medium (peaked)')
     assert branch > 1e-4
 
 

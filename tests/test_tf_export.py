@@ -138,18 +138,24 @@ STAGE_CASES += [(v, 'peaked') for v in ('hybrid_medium', 'hybrid_large')]  # the
 
 
 @pytest.mark.parametrize('variant, weights', STAGE_CASES, ids=[f'{v}-{w}' for v, w in STAGE_CASES])
-def test_keras_stages_equal_the_torch_stages(tf, variant, weights):
-    assert_keras_stages_equal_torch(keras_stage_errors(tf, variant, weights), variant, weights)
+def test_keras_stages_equal_the_torch_stages(tf, variant, weights, record):
+    errors = keras_stage_errors(tf, variant, weights)
+    record(f'stage/Keras/{variant}-{weights}', stage=errors['stage'], branch=errors['attention branch'],
+           stage_bound=STAGE_BOUND, branch_bound=BRANCH_BOUND)
+    assert_keras_stages_equal_torch(errors, variant, weights)
 
 
 @pytest.mark.parametrize('bug', list(BUG_VARIANTS))
-def test_keras_stage_bounds_reject_each_broken_copy(tf, bug, monkeypatch):
+def test_keras_stage_bounds_reject_each_broken_copy(tf, bug, monkeypatch, record):
     """Negative controls: every deliberately broken Keras copy fails the stage test's bounds."""
     variant = BUG_VARIANTS[bug]
     weights = 'peaked' if variant.startswith('hybrid') else 'perturbed'
     install_bug(bug, monkeypatch)
+    errors = keras_stage_errors(tf, variant, weights)
+    record(f'control/Keras stage/{bug}', stage=errors['stage'], branch=errors['attention branch'],
+           stage_bound=STAGE_BOUND, branch_bound=BRANCH_BOUND, variant=f'{variant} ({weights})')
     with pytest.raises(AssertionError):
-        assert_keras_stages_equal_torch(keras_stage_errors(tf, variant, weights), f'{variant} with {bug}', weights)
+        assert_keras_stages_equal_torch(errors, f'{variant} with {bug}', weights)
 
 
 def test_keras_stage_refuses_another_stage(tf):
@@ -505,7 +511,7 @@ VAL_FP32_TOLERANCE = 0.002  # R, mAP50, mAP50-95
 VAL_INT8_KEEPS = 0.5  # int8 mAP50 / PyTorch mAP50, at least
 
 
-def test_stock_val_and_detect_run_the_tf_exports(int8_export, yolov5_dir, offline, tmp_path):
+def test_stock_val_and_detect_run_the_tf_exports(int8_export, yolov5_dir, offline, tmp_path, record):
     weights, data_yaml, _ = int8_export
     stem = weights.with_suffix('')
     source = tmp_path / 'images'
@@ -526,6 +532,8 @@ def test_stock_val_and_detect_run_the_tf_exports(int8_export, yolov5_dir, offlin
         assert rc == 0 and rows, f'{name}:\n{log[-3000:]}'
         metrics[name] = [float(v) for v in rows[-1][3:]]  # all, images, instances | P, R, mAP50, mAP50-95
     print(f'val.py P, R, mAP50, mAP50-95 on {coco().name} val at {IMG}: {metrics}')
+    for name, values in metrics.items():
+        record(f'val.py/{name}', **dict(zip(('P', 'R', 'mAP50', 'mAP50-95'), values)), data=coco().name, size=IMG)
     torch_metrics = metrics['PyTorch']
     assert torch_metrics[2] > 0, 'the trained model should find something: a zero mAP compares nothing'
     # fp32 SavedModel: the same detections, so the same metrics to val.py's printed 3 decimals (and a

@@ -55,15 +55,17 @@ def compare(reference, ours, x):
     return max_abs_diff(expected, got), branch, len(mine)
 
 
-def test_features_equal_timm(pair):
+def test_features_equal_timm(pair, record, request):
     name, reference, ours, x = pair
     features, branch, blocks = compare(reference, ours, x)
+    record(f'stage/timm/{request.node.callspec.id}', features=features, branch=branch, features_bound=1e-5,
+           branch_bound=BRANCH_BOUND)
     print(f'{name}: features max abs {features:.2g}, attention branches ({blocks}) worst relative {branch:.2g}')
     assert features < 1e-5
     assert branch <= BRANCH_BOUND
 
 
-def test_bound_rejects_a_doubled_attention_scale(monkeypatch):
+def test_bound_rejects_a_doubled_attention_scale(monkeypatch, record):
     """Negative control: with peaked attention, a logit scale of 2/sqrt(d) fails the branch bound."""
     reference, ours, x = timm_pair('hybrid_medium', 'peaked')
     for block in ours.modules():
@@ -71,6 +73,8 @@ def test_bound_rejects_a_doubled_attention_scale(monkeypatch):
             monkeypatch.setattr(block, 'scale', block.scale * 2)
     features, branch, _ = compare(reference, ours, x)
     print(f'doubled scale: features max abs {features:.2g}, worst attention branch {branch:.2g}')
+    record('control/timm attention branch/doubled-scale', branch=branch, branch_bound=BRANCH_BOUND,
+           variant='hybrid_medium (peaked)')
     assert branch > BRANCH_BOUND
 
 
