@@ -50,20 +50,19 @@ def ultralytics_summary(out):
     from yolov5_mnv4.bench import UltralyticsHost, gflops, ultralytics_models
     from yolov5_mnv4.resources import ultralytics_configs
     model_class = UltralyticsHost().model_class
-    rows, twins = [], {}
-    for i, (name, twin) in enumerate(ultralytics_models().items(), 1):
-        for model_name in (name, twin):
-            if model_name in twins and model_name == twin:
-                continue
-            config = ultralytics_configs() / f'{model_name}.yaml'
-            torch.manual_seed(0)
-            model = model_class(str(config) if config.is_file() else f'{model_name}.yaml', nc=80, verbose=False).eval()
-            entry = {'params': sum(p.numel() for p in model.parameters()), 'gflops_640': round(gflops(model, 640), 2)}
-            if model_name == twin:
-                twins[twin] = entry
-            else:
-                rows.append({'config': f'{name}.yaml', 'twin': twin, **entry})
-        print(f'[{i}/{len(ultralytics_models())}] {name}: {rows[-1]["params"]:,} parameters', flush=True)
+
+    def measured(name):  # ours from the plugin's configs, the package's own by name
+        config = ultralytics_configs() / f'{name}.yaml'
+        torch.manual_seed(0)
+        model = model_class(str(config) if config.is_file() else f'{name}.yaml', nc=80, verbose=False).eval()
+        return {'params': sum(p.numel() for p in model.parameters()), 'gflops_640': round(gflops(model, 640), 2)}
+
+    rows, twins, models = [], {}, ultralytics_models()
+    for i, (name, twin) in enumerate(models.items(), 1):
+        rows.append({'config': f'{name}.yaml', 'twin': twin, **measured(name)})
+        if twin not in twins:
+            twins[twin] = measured(twin)
+        print(f'[{i}/{len(models)}] {name}: {rows[-1]["params"]:,} parameters', flush=True)
     import ultralytics
     result = {'command': 'python scripts/config_summary.py --ultralytics', 'date': datetime.date.today().isoformat(),
               'machine': f'{platform.machine()}, torch {torch.__version__}, ultralytics {ultralytics.__version__}',

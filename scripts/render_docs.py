@@ -190,21 +190,19 @@ BACKBONES = {'conv-s': 'Conv-S', 'conv-m': 'Conv-M', 'hybrid-m': 'Hybrid-M', 'co
 
 
 def ultralytics_config_table(result):
-    """docs/ultralytics.md: every shipped Ultralytics-package config beside its stock twin."""
-    def head(config):
+    """docs/ultralytics.md: every shipped Ultralytics-package config beside its stock twin, by head
+    family, scale and backbone."""
+    def parts(config):  # 'yolo11s-mnv4-hybrid-m.yaml' -> ('yolo11', 's', 'hybrid-m')
         family = next(f for f in ULTRALYTICS_HEADS if config.startswith(f))
-        return family, config[len(family)]  # 'yolo11s-...' -> ('yolo11', 's')
-    order = list(ULTRALYTICS_HEADS)
-    rows = sorted(result['rows'], key=lambda r: (order.index(head(r['config'])[0]), r['config'][len(head(r['config'])[0])],
-                                                  list(BACKBONES).index(r['config'].split('-mnv4-')[1][:-5])))
+        return family, config[len(family)], config.split('-mnv4-')[1].removesuffix('.yaml')
+    rows = sorted(((parts(r['config']), r) for r in result['rows']),
+                  key=lambda p: (list(ULTRALYTICS_HEADS).index(p[0][0]), p[0][1], list(BACKBONES).index(p[0][2])))
     lines = ['| config | backbone | head (scale) | params | GFLOPs (640) | stock twin: params, GFLOPs |',
              '|---|---|---|---|---|---|']
-    for r in rows:
-        family, scale = head(r['config'])
+    for (family, scale, backbone), r in rows:
         twin = result['twins'][r['twin']]
-        lines.append(f'| `{r["config"]}` | {BACKBONES[r["config"].split("-mnv4-")[1][:-5]]} | {ULTRALYTICS_HEADS[family]} '
-                     f'({scale}) | {r["params"]:,} | {r["gflops_640"]:.2f} | {r["twin"]}: {twin["params"]:,}, '
-                     f'{twin["gflops_640"]:.2f} |')
+        lines.append(f'| `{r["config"]}` | {BACKBONES[backbone]} | {ULTRALYTICS_HEADS[family]} ({scale}) | {r["params"]:,} | '
+                     f'{r["gflops_640"]:.2f} | {r["twin"]}: {twin["params"]:,}, {twin["gflops_640"]:.2f} |')
     lines += ['', f'({result["classes"]} classes, unfused models as built; GFLOPs by torch\'s FLOP counter at 640, '
                   f'attention included, as the benchmark counts them: `{result["command"]}`, {result["date"]}, '
                   f'{result["machine"]}.)']
@@ -618,8 +616,7 @@ def hybrid_init_table(result):
     """docs/design.md: stage outputs fresh and trained, and the last epoch's losses, per init
     (scripts/benchmark_hybrid_init.py)."""
     def std(v):
-        return (f'{v:.1e}'.replace('e-0', 'e-') if v < 0.01 else f'{v:.2g}' if v < 0.1 else f'{v:.2f}' if v < 1
-                else f'{v:.1f}')
+        return _sci(v) if v < 0.01 else f'{v:.2g}' if v < 0.1 else f'{v:.2f}' if v < 1 else f'{v:.1f}'
 
     def stds(values):
         return ' / '.join(std(v) for v in values[2:])

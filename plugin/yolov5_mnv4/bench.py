@@ -47,6 +47,13 @@ def label(key):
     return RUNTIMES[runtime][1] + (f' {precision}' if precision else '')
 
 
+def default_runtimes(installed):
+    """(the runtimes the benchmark uses when none are named, those installed that it uses only when
+    asked for): `installed` is available_runtimes()."""
+    found = [name for name, ok in installed.items() if ok]
+    return [n for n in found if n not in ASKED_ONLY], [n for n in found if n in ASKED_ONLY]
+
+
 def available_runtimes(names=RUNTIMES):
     """{runtime: installed?} without importing anything heavy (what `yolov5-mnv4 check` lists)."""
     import importlib.util
@@ -135,7 +142,6 @@ class Host:
             self.yolo = importlib.import_module('models.yolo')
             self.stock_dir = self.root / 'models'
             self.name = f'YOLOv5 tree {self.root}'
-            self.tf_module = 'models.tf'
         else:
             try:
                 import yolov5  # noqa: F401 (the PyPI package; importing yolov5_mnv4 registers into it)
@@ -146,7 +152,6 @@ class Host:
             self.yolo = importlib.import_module('yolov5.models.yolo')
             self.stock_dir = Path(self.yolo.__file__).parent
             self.name = f'PyPI yolov5 {getattr(sys.modules["yolov5"], "__version__", "")}'.strip()
-            self.tf_module = 'yolov5.models.tf'
         import logging
         self.yolo.LOGGER.setLevel(logging.WARNING)  # no model tables for every build
 
@@ -184,7 +189,7 @@ class Host:
     def keras(self, model, size):
         """YOLOv5's Keras copy of `model` at size x size (what its TFLite export converts)."""
         from .hosts.yolov5 import keras_detector
-        return keras_detector(model, (size, size), self.tf_module)
+        return keras_detector(model, (size, size), self.yolo.__name__.rpartition('.')[0] + '.tf')  # beside models.yolo
 
 
 def ultralytics_models():
@@ -265,7 +270,7 @@ def predictor(key, model, size, folder, threads=THREADS, calibration=None):
     from .export import runtimes
     path = Path(folder) / {'ncnn': f'{stem}_ncnn_model', 'mnn': f'{stem}.mnn', 'executorch': f'{stem}.pte'}[runtime]
     if not path.exists():
-        calibrate = list(calibration) if precision == 'int8' else None
+        calibrate = calibration if precision == 'int8' else None
         with torch.no_grad():
             model(x)  # Detect caches its grids: exported as constants, as export.py's dry run does
         if runtime == 'ncnn':
@@ -282,19 +287,11 @@ def tflite_file(keras_model, path, precision='', calibration=None):
     """A .tflite of `keras_model` on TFLite's builtin operators: fp32 weights (''), fp16 weights
     (export.py's default) or int8 with the attention's matmuls and softmax in float (the export
     command's), calibrated on `calibration` (NCHW float batches)."""
-    from .export.tflite import import_tensorflow
-    tf = import_tensorflow()
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    if precision == 'int8':
-        from .export.tflite_int8 import int8_tflite
-        content = int8_tflite(converter, [im.transpose(0, 2, 3, 1) for im in calibration])
-    else:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if precision == 'fp16':
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_types = [tf.float16]
-        content = converter.convert()
-    Path(path).write_bytes(content)
+    from .export.tflite import builtin_tflite, import_tensorflow
+    from .export.tflite_int8 import int8_tflite
+    converter = import_tensorflow().lite.TFLiteConverter.from_keras_model(keras_model)
+    Path(path).write_bytes(int8_tflite(converter, [im.transpose(0, 2, 3, 1) for im in calibration])
+                           if precision == 'int8' else builtin_tflite(converter, half=precision == 'fp16'))
     return Path(path)
 
 

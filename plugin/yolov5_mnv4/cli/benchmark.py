@@ -104,8 +104,8 @@ def main(argv=None, prog='yolov5-mnv4 benchmark'):
         parser.error(f'--data {args.data}: no such file')
     installed = bench.available_runtimes()
     if args.runtimes is None:
-        args.runtimes = [name for name, ok in installed.items() if ok and name not in bench.ASKED_ONLY]
-        for name in [n for n in bench.ASKED_ONLY if installed[n]]:
+        args.runtimes, asked_only = bench.default_runtimes(installed)
+        for name in asked_only:
             print(f'{prog}: {bench.RUNTIMES[name][1]} is installed but imports TensorFlow: add it with --runtimes ... {name}')
     for name in [r for r in args.runtimes if not installed[r]]:
         print(f'{prog}: skipping {bench.RUNTIMES[name][1]}: its package ({bench.RUNTIMES[name][0]}) is not installed')

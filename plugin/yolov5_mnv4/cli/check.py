@@ -74,10 +74,10 @@ def report(tree=None):
             lines.append(f'YOLOv5 tree   {err}')
     for label, import_name, dist in RUNTIMES:
         lines.append(f'{label:<13} {_version(import_name, dist) or "not installed"}')
-    from ..bench import ASKED_ONLY, RUNTIMES as BENCH_RUNTIMES, available_runtimes
-    installed = [name for name, ok in available_runtimes().items() if ok]
-    used = [BENCH_RUNTIMES[name][1] for name in installed if name not in ASKED_ONLY]
-    asked = [f'{BENCH_RUNTIMES[name][1]} (--runtimes ... {name})' for name in installed if name in ASKED_ONLY]
+    from ..bench import RUNTIMES as BENCH_RUNTIMES, available_runtimes, default_runtimes
+    default, asked_only = default_runtimes(available_runtimes())
+    used = [BENCH_RUNTIMES[name][1] for name in default]
+    asked = [f'{BENCH_RUNTIMES[name][1]} (--runtimes ... {name})' for name in asked_only]
     lines.append(f'benchmark     yolov5-mnv4 benchmark runs: {", ".join(used) or "none"}'
                  + (f'; when asked: {", ".join(asked)}' if asked else ''))
     return '\n'.join(lines)

@@ -93,7 +93,7 @@ def parity_report(path, keras_model, images, strides, anchors):
 def export_tflite(model, weights, imgsz, int8, data, float_blocks=False):
     import numpy as np
 
-    from ..export.tflite import import_tensorflow
+    from ..export.tflite import builtin_tflite, import_tensorflow
     from ..export.tflite_int8 import ATTENTION_NODES, int8_tflite
     tf = import_tensorflow()
     keras_model = keras_detector(model, imgsz)  # YOLOv5's models/tf.py, from the checkout on sys.path
@@ -106,9 +106,8 @@ def export_tflite(model, weights, imgsz, int8, data, float_blocks=False):
         out = weights.with_name(f'{weights.stem}-int8.tflite')
         real = calibration[0]
     else:
-        converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        content, out, real = converter.convert(), weights.with_name(f'{weights.stem}-fp32.tflite'), None
+        content = builtin_tflite(tf.lite.TFLiteConverter.from_keras_model(keras_model))
+        out, real = weights.with_name(f'{weights.stem}-fp32.tflite'), None
     out.write_bytes(content)
     print(f'{PROG}: wrote {out} ({len(content) / 1e6:.1f} MB)')
     images = {'random': np.random.default_rng(0).random((1, *imgsz, 3), dtype=np.float32)}

@@ -107,12 +107,21 @@ class GraphDef:
         return self.function(self.tf.constant(np.asarray(x, np.float32)))[0].numpy()
 
 
+def builtin_tflite(converter, half=False):
+    """The .tflite bytes `converter` (a `tf.lite.TFLiteConverter` of a float model) gives on TFLite's
+    builtin operators (no Flex kernels): fp32 weights, or fp16 weights with `half` (export.py's default)."""
+    tf = import_tensorflow()
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if half:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
 def fp32_tflite_from_saved_model(saved_model, out):
     """Convert an exported SavedModel to a plain fp32 .tflite (export.py's default keeps fp16 weights)."""
     tf = import_tensorflow()
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    Path(out).write_bytes(converter.convert())
+    Path(out).write_bytes(builtin_tflite(tf.lite.TFLiteConverter.from_saved_model(str(saved_model))))
     return Path(out)
 
 
