@@ -536,6 +536,23 @@ def runtime_parity_table(data):
     return '\n'.join(lines) + '\n'
 
 
+OUTSIDE_CASES = {**RUNTIME_CASES, 'int8': 'trained Conv-S-ReLU, int8 (160)',
+                 'attention-block': 'one Mobile MQA block, as exported',
+                 'attention-block-4d-matmul': 'the same block with 4-D matmuls (the control)'}
+
+
+def executorch_outside_table(data):
+    """docs/export.md: the ops ExecuTorch's XNNPACK partitioner leaves outside, per model (test_runtimes)."""
+    records = {k.split('/', 1)[1]: r for k, r in _records(data).items() if k.startswith('executorch_outside/')}
+    lines = ['| model | ops outside the XNNPACK delegate |', '|---|---|']
+    for case, label in OUTSIDE_CASES.items():
+        ops = records[case]['ops'] if case in records else None
+        cell = ('not recorded' if ops is None else
+                ', '.join(f'`{op.split(".")[1]}` {n}' for op, n in sorted(ops.items())) or 'none')
+        lines.append(f'| {label} | {cell} |')
+    return '\n'.join(lines) + '\n'
+
+
 STAGE_CHECKS = {'Keras': ('Keras stages (models/tf.py) against PyTorch', 'stage', 'branch'),
                 'ONNX': ('ONNX Runtime against eager PyTorch', 'features', 'branch'),
                 'timm': ("our backbone against timm's", 'features', 'branch')}
@@ -686,7 +703,7 @@ def weight_layouts_table(result):
     return '\n'.join(lines) + '\n'
 
 
-RENDERERS = {'tensorrt': tensorrt_line, 'rknn': rknn_table, 'ultralytics-configs': ultralytics_config_table, 'val': val_table, 'stages': stage_table, 'weight-layouts': weight_layouts_table, 'hybrid-int8': hybrid_int8, 'command-tables': command_tables, 'task-ratios': task_ratios, 'p2-cost': p2_cost, 'hybrid-init': hybrid_init_table, 'edge-runtime-ratios': edge_runtime_ratios, 'formats': format_table, 'runtime-parity': runtime_parity_table, 'controls': controls_table, 'configs': config_table, 'backbones': backbones_line, 'layers': layers_line, 'int8-attention': int8_attention_rows, 'speedup': int8_attention_speedup, 'edge-ratios': edge_ratios, 'runtimes': runtimes_table, 'startup': startup_cost, 'timm': timm_weights_table, 'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
+RENDERERS = {'tensorrt': tensorrt_line, 'rknn': rknn_table, 'ultralytics-configs': ultralytics_config_table, 'val': val_table, 'stages': stage_table, 'weight-layouts': weight_layouts_table, 'hybrid-int8': hybrid_int8, 'command-tables': command_tables, 'task-ratios': task_ratios, 'p2-cost': p2_cost, 'hybrid-init': hybrid_init_table, 'edge-runtime-ratios': edge_runtime_ratios, 'formats': format_table, 'runtime-parity': runtime_parity_table, 'executorch-outside': executorch_outside_table, 'controls': controls_table, 'configs': config_table, 'backbones': backbones_line, 'layers': layers_line, 'int8-attention': int8_attention_rows, 'speedup': int8_attention_speedup, 'edge-ratios': edge_ratios, 'runtimes': runtimes_table, 'startup': startup_cost, 'timm': timm_weights_table, 'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
 
 
 def rendered(text):

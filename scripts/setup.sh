@@ -12,8 +12,19 @@ tree=${YOLOV5_DIR:-$PWD/.cache/yolov5-$ref}
 
 step() { printf '\n[setup %s] %s\n' "$(date +%T)" "$*"; }
 free_gb() { df -Pk . | awk 'NR==2 {printf "%.1f", $4 / 1048576}'; }
-# The full environment takes ~9.5 GB (torch's CUDA build 5.5 GB, TensorFlow 1.9 GB). pip's cache would
-# keep a second copy of every wheel it downloads: off unless the caller set PIP_NO_CACHE_DIR.
+# The full environment takes ~10 GB: torch's CUDA build ~5 GB, then the plugin's extras and YOLOv5's
+# requirements ~4.5 GB at their peak (TensorFlow 1.9 GB), litert-torch 0.7 GB (measured 2026-12-07).
+# need GB WHAT: stop before a pip step that cannot fit (pip would fail half-way with "No space left on
+# device"); MNV4_SETUP_IGNORE_DISK=1 tries anyway.
+need() {
+  if [ "${MNV4_SETUP_IGNORE_DISK:-0}" != 1 ] && awk -v f="$(free_gb)" -v n="$1" 'BEGIN {exit !(f < n)}'; then
+    echo "[setup] error: $2 needs ~$1 GB of disk and $(df -P . | awk 'NR==2 {print $6}') has $(free_gb) GB free." >&2
+    echo "[setup] Free some space (pip cache purge; old virtual environments), or set MNV4_SETUP_EXTRAS=test" >&2
+    echo "[setup] for the smaller set (no TensorFlow or edge runtimes); MNV4_SETUP_IGNORE_DISK=1 tries anyway." >&2
+    exit 1
+  fi
+}
+# pip's cache would keep a second copy of every wheel it downloads: off unless the caller set PIP_NO_CACHE_DIR.
 export PIP_NO_CACHE_DIR=${PIP_NO_CACHE_DIR:-1}
 
 if [ ! -x .venv/bin/python ]; then
@@ -21,10 +32,14 @@ if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi
 . .venv/bin/activate
+extras=${MNV4_SETUP_EXTRAS:-test,tflite,runtimes,ultralytics}
+extras_gb=0
+if [[ ",$extras," == *,tflite,* ]] &&
+   ! python -c 'import importlib.util as u, sys; sys.exit(u.find_spec("tensorflow") is None)' 2>/dev/null; then
+  extras_gb=5
+fi
 if ! python -c 'import torch, torchvision' 2>/dev/null; then
-  if awk -v f="$(free_gb)" 'BEGIN {exit !(f < 10)}'; then
-    echo "[setup] warning: $(free_gb) GB free here; the environment needs ~9.5 GB (MNV4_SETUP_EXTRAS=test: ~7 GB)" >&2
-  fi
+  need $((5 + extras_gb)) "torch's CUDA build$([ "$extras_gb" = 0 ] || echo ' and the extras after it')"
   step "installing torch 2.14.1 + torchvision 0.29.1 (large; a few minutes)"
   pip install --progress-bar off torch==2.14.1 torchvision==0.29.1
 fi
@@ -35,7 +50,7 @@ step "installing the plugin and YOLOv5 v7.0's requirements ($(free_gb) GB free)"
 # 2.21, LiteRT) is for the TF export tests, runtimes (pnnx + ncnn, MNN, ExecuTorch) for the
 # NCNN/MNN/ExecuTorch ones: MNV4_SETUP_EXTRAS=test leaves both out.
 # The Ultralytics package (a second host) comes with yolov5==7.0.14 too; its extra pins the tested range.
-extras=${MNV4_SETUP_EXTRAS:-test,tflite,runtimes,ultralytics}
+[ "$extras_gb" = 0 ] || need "$extras_gb" "the plugin's extras (TensorFlow, the edge runtimes) with litert-torch"
 pip install --progress-bar off -q -e ".[$extras]" 'setuptools<81' 'numpy<2.4' 'yolov5==7.0.14' ipython onnxscript
 if [[ ",$extras," == *,ultralytics,* ]] && [ ! -d .cache/ultralytics-8.3/ultralytics ]; then
   # the package's older generation (its DDP worker script imports the trainer class instead of unpickling

@@ -17,7 +17,7 @@ REQUIRED_BLOCKS = {'README.md': {'benchmark.json headline', 'configs.json config
                    'docs/benchmarks.md': {'benchmark.json table', 'benchmark_command.json command-tables',
                                           'benchmark_edge_runtimes_*.md edge-runtime-ratios'},
                    'docs/export.md': {'parity.json+benchmark_edge_runtimes_*.md formats', 'parity.json runtime-parity',
-                                      'parity.json controls'},
+                                      'parity.json executorch-outside', 'parity.json controls'},
                    'docs/ultralytics.md': {'ultralytics_parity_*.json parity'}}
 # Project-internal talk that user-facing docs must not carry: performance targets, machines on loan,
 # superseded runs and tests.

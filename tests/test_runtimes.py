@@ -115,6 +115,47 @@ def test_export_writes_each_format_where_yolov5_users_look(exported):
     assert 'yolov5-mnv4-export: executorch: ops outside the XNNPACK delegate:' in log
 
 
+def ops_outside(log):
+    """{op: count} from the export command's 'ops outside the XNNPACK delegate' line."""
+    line = next(line for line in log.splitlines() if 'ops outside the XNNPACK delegate:' in line)
+    listed = line.split('delegate:', 1)[1].strip()
+    return {} if listed == 'none' else {op: int(n) for op, n in (item.rsplit(' ', 1) for item in listed.split(', '))}
+
+
+def test_executorch_leaves_outside_the_delegate_only_what_it_leaves_of_stock_yolov5n(exports, record):
+    """The MNv4 backbones lower into XNNPACK whole: what stays outside (the Detect head's slicing, the
+    neck's upsamplings, layout copies) is what stays outside of stock yolov5n, op for op, in fp32 and int8."""
+    outside = {case: ops_outside(log) for case, (_, _, log) in exports.items()}
+    for case, ops in outside.items():
+        record(f'executorch_outside/{case}', ops=ops, total=sum(ops.values()))
+    stock = outside['yolov5n']
+    assert stock, 'yolov5n: nothing outside the delegate? the line is not parsed'
+    for case, ops in outside.items():
+        extra = {op: n for op, n in ops.items() if n > stock.get(op, 0)}
+        assert not extra, f'{case}: more ops outside the delegate than yolov5n: {extra} (yolov5n: {stock})'
+
+
+def test_attention_lowers_into_the_delegate_where_a_4d_matmul_would_not(monkeypatch, tmp_path, record):
+    """The control of the test above, on one Mobile MQA block: its explicit attention (3-D batch
+    matmuls, heads folded into the query length) leaves nothing outside XNNPACK; the same attention
+    as 4-D matmuls broadcasting the one key/value head leaves expand copies outside."""
+    from yolov5_mnv4 import attention
+    from yolov5_mnv4.export import runtimes
+    torch.manual_seed(0)
+    block = attention.MobileMultiQueryAttention(64, heads=4, key_dim=16, value_dim=16, kv_stride=2).eval()
+    im = torch.randn(1, 64, 8, 8)
+    outside = runtimes.export_executorch(block, im, tmp_path / 'explicit.pte')[1]
+
+    def attend_4d(q, k, v, scale):
+        return ((q * scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+    monkeypatch.setattr(attention, 'attend_explicit', attend_4d)
+    outside_4d = runtimes.export_executorch(block, im, tmp_path / 'matmul-4d.pte')[1]
+    record('executorch_outside/attention-block', ops=outside, total=sum(outside.values()))
+    record('executorch_outside/attention-block-4d-matmul', ops=outside_4d, total=sum(outside_4d.values()))
+    assert not outside, outside
+    assert outside_4d, 'the control lowered whole: the test cannot see ops left outside'
+
+
 @pytest.mark.parametrize('fmt', FORMATS)
 def test_runtime_equals_the_fused_pytorch_model(exported, yolo, fmt, record):
     from yolov5_mnv4.export import runtimes

@@ -210,9 +210,9 @@ assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
 
-def test_per_tensor_int8_gets_its_measured_cost_logged(tf, yolo, monkeypatch, caplog):
+def test_per_tensor_int8_gets_its_cost_noted_in_the_log(tf, yolo, monkeypatch, caplog):
     """master's `export.py --int8 --per-tensor` quantizes our folded convs with one scale each: the
-    log says what that measured to cost."""
+    log says that it costs accuracy against the default per-channel scales."""
     import logging
 
     import models.tf

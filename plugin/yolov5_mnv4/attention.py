@@ -12,8 +12,8 @@ def attend_explicit(q, k, v, scale):
 
     The heads are folded into the query length, as in `attend`, and the matmuls are 3-D, (B, heads * L,
     d) against the one key/value head's (B, S, d): a 4-D matmul under torch.export decomposes into
-    broadcasting expand copies, unsqueezes and views that ExecuTorch's XNNPACK delegate leaves outside
-    (6 ops a block), where a 3-D one lowers to a batch matmul it runs.
+    broadcasting expand copies that ExecuTorch's XNNPACK delegate leaves outside (tests/test_runtimes.py
+    exports both forms), where a 3-D one lowers to a batch matmul it runs.
     """
     b, heads, length, _ = q.shape
     q, k, v = q.reshape(b, heads * length, -1), k.reshape(b, k.shape[-2], -1), v.reshape(b, v.shape[-2], -1)

@@ -222,8 +222,8 @@ def keras_detector(model, imgsz, tf_module='models.tf'):
 PER_TENSOR_FLAG = '--per-tensor'  # master's export.py: int8 TFLite with one scale per weight tensor
 PER_TENSOR_NOTE = (
     'yolov5-mnv4: --per-tensor gives each conv weight one int8 scale, though folded BatchNorms and layer '
-    'scales spread MobileNetV4 channels over different ranges; measured on MNv4-Conv-S-ReLU: scores 0.3-0.5 dB '
-    'further from fp32 than per-channel (the default), detections alike (docs/export.md)')
+    'scales spread MobileNetV4 channels over different ranges, so its scores sit further from fp32 than with '
+    'per-channel scales (the default); see docs/export.md')
 
 
 def register_tf(tf_module):
