@@ -211,3 +211,35 @@ def test_export_names_the_extra_of_a_missing_runtime(tmp_path, monkeypatch, yolo
     hint = install_hint(extra)  # the extra's packages, from the installed metadata: runnable from a clone or a wheel
     assert hint.startswith('pip install ') and package.lower() in hint.lower(), hint
     assert message.endswith(hint) and '\n' not in message, message
+
+
+@pytest.mark.parametrize('free_kb, extras, needs', [(1048576, None, 10), (4 * 1048576, 'test', 5)])
+def test_setup_stops_before_installing_onto_a_disk_too_small(tmp_path, free_kb, extras, needs):
+    """scripts/setup.sh on a fresh checkout whose disk (a `df` on PATH says so) cannot hold torch and the
+    extras: it stops before pip with the free space and what to do, and installs nothing."""
+    import os
+    import shutil
+    import subprocess
+    checkout = tmp_path / 'checkout'
+    (checkout / 'scripts').mkdir(parents=True)
+    shutil.copy(REPO / 'scripts' / 'setup.sh', checkout / 'scripts' / 'setup.sh')
+    fake = tmp_path / 'bin'
+    fake.mkdir()
+    (fake / 'df').write_text('#!/bin/sh\necho "Filesystem 1024-blocks Used Available Capacity Mounted on"\n'
+                             f'echo "/dev/fake 100000000 90000000 {free_kb} 99% /fake"\n')
+    (fake / 'df').chmod(0o755)
+    env = {**os.environ, 'PATH': f'{fake}{os.pathsep}{os.environ["PATH"]}', 'PYTHON': sys.executable,
+           'PIP_CONFIG_FILE': os.devnull, 'PIP_NO_INDEX': '1'}  # should the check let pip start, it finds nothing
+    env.pop('VIRTUAL_ENV', None)
+    if extras:
+        env['MNV4_SETUP_EXTRAS'] = extras
+    else:
+        env.pop('MNV4_SETUP_EXTRAS', None)
+    result = subprocess.run(['bash', str(checkout / 'scripts' / 'setup.sh')], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"needs ~{needs} GB of disk and /fake has {free_kb / 1048576:.1f} GB free" in result.stderr, result.stderr
+    assert 'MNV4_SETUP_IGNORE_DISK=1 tries anyway' in result.stderr
+    assert 'installing torch' not in result.stdout
+    site = list((checkout / '.venv' / 'lib').glob('python*/site-packages'))
+    assert site and not list(site[0].glob('torch*')), 'torch was installed'
