@@ -55,10 +55,20 @@ def record(request):
     MNV4_RECORD=<file.json> set, the session merges them into that file (key by key, each with the
     test, date and machine), which scripts/render_docs.py turns into the docs' tables."""
     def add(key, **values):
-        values = {k: v.item() if hasattr(v, 'item') else v for k, v in values.items()}  # numpy, torch scalars
-        RECORDS[key] = {**{k: (round(v, 8) if isinstance(v, float) else v) for k, v in values.items()},
-                        'test': request.node.nodeid.split('::', 1)[0]}
+        RECORDS[key] = {**{k: _plain(v) for k, v in values.items()}, 'test': request.node.nodeid.split('::', 1)[0]}
     return add
+
+
+def _plain(value):
+    """`value` as JSON keeps it: numpy and torch scalars and arrays as Python numbers and lists,
+    floats rounded to 8 decimals."""
+    if hasattr(value, 'tolist'):  # numpy and torch, scalars included
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return round(value, 8) if isinstance(value, float) else value
 
 
 def pytest_sessionfinish(session, exitstatus):

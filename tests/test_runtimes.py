@@ -205,8 +205,7 @@ def int8_measures(outputs, refs, detect, size, what):
     from yolov5_mnv4.export.parity import int8_report
     snr, recall, precision, ref_boxes, line = int8_report(outputs, refs, detect.stride, detect.na, (size, size))
     print(f'{what}: {line}')
-    return dict(snr=[round(float(db), 2) for db in snr], recall=float(recall), precision=float(precision),
-                boxes=int(ref_boxes))
+    return dict(snr=snr, recall=recall, precision=precision, boxes=ref_boxes)
 
 
 def check_int8(outputs, refs, detect, size, fmt, what):

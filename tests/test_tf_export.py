@@ -366,7 +366,7 @@ def test_stock_fp16_tflite_is_close_to_pytorch(exported, record):
     # Measured 0.046-0.077 and 0.040-0.063: these untrained detectors amplify small weight changes
     # about 100-fold (fp32's own rounding gives 2e-5), and fp16 rounds each weight by up to 5e-4.
     # The broken Keras copies are off by 0.65-1.2 and 0.85-0.97 (test_detector_parity_bounds_...).
-    record(f'fp16/TFLite fp16 weights/{cfg.replace(".yaml", "")}', boxes=float(boxes), scores=float(err[..., 4:].max()),
+    record(f'fp16/TFLite fp16 weights/{cfg.replace(".yaml", "")}', boxes=boxes, scores=err[..., 4:].max(),
            box_bound=0.2, score_bound=0.15)
     assert boxes < 0.2 and err[..., 4:].max() < 0.15, 'fp16 weights moved the outputs too far'
 
@@ -441,8 +441,8 @@ def check_int8_fidelity(outputs, refs, detect, what):
     assert ref_boxes >= 30, 'the trained model should find boxes on these images'
     assert min(snr) >= INT8_SCORE_SNR_DB, f'{what}: score SNR {min(snr):.1f} dB < {INT8_SCORE_SNR_DB} on a level'
     assert score_error < 0.005
-    measured = dict(snr=[round(float(db), 2) for db in snr], recall=float(recall), precision=float(precision),
-                    boxes=int(ref_boxes), bound_db=INT8_SCORE_SNR_DB, images=len(refs), size=IMG)
+    measured = dict(snr=snr, recall=recall, precision=precision, boxes=ref_boxes, bound_db=INT8_SCORE_SNR_DB,
+                    images=len(refs), size=IMG)
     # Measured 0.42 / 0.21 on the shipped images: a weak model's scores sit at the threshold, where
     # int8's small shifts move boxes across it. (A one-pixel padding bug keeps these: the SNR catches it.)
     assert recall >= 0.25 and precision >= 0.08
@@ -484,8 +484,7 @@ def test_int8_bounds_reject_broken_fp32_copies(int8_reference, bug, monkeypatch,
     model, images, refs = int8_reference
     install_bug(bug, monkeypatch)
     broken = keras_detector_outputs(model, images)
-    record(f'control/int8 TFLite/{bug}', snr=[round(float(db), 2) for db in score_snr_db(broken, refs, model.model[-1], IMG)],
-           bound_db=INT8_SCORE_SNR_DB)
+    record(f'control/int8 TFLite/{bug}', snr=score_snr_db(broken, refs, model.model[-1], IMG), bound_db=INT8_SCORE_SNR_DB)
     with pytest.raises(AssertionError):
         check_int8_fidelity(broken, refs, model.model[-1], f'fp32 Keras with {bug}')
 
@@ -597,8 +596,7 @@ def check_hybrid_int8_fidelity(outputs, refs, detect, what):
           + ' / '.join(f'{db:.1f}' for db in snr) + ' dB')
     assert all(db >= bound for db, bound in zip(snr, HYBRID_SCORE_SNR_DB)), \
         f'{what}: score SNR {[round(db, 1) for db in snr]} dB below {HYBRID_SCORE_SNR_DB} on a level'
-    return dict(snr=[round(float(db), 2) for db in snr], bound_db=list(HYBRID_SCORE_SNR_DB), images=len(refs),
-                size=HYBRID_IMG)
+    return dict(snr=snr, bound_db=HYBRID_SCORE_SNR_DB, images=len(refs), size=HYBRID_IMG)
 
 
 @pytest.fixture(scope='module')
@@ -628,8 +626,8 @@ def test_hybrid_int8_bounds_reject_broken_fp32_copies(hybrid_reference, bug, mon
     model, images, refs = hybrid_reference
     install_bug(bug, monkeypatch)
     broken = keras_detector_outputs(model, images, HYBRID_IMG)
-    record(f'control/int8 TFLite float attention/{bug}', bound_db=list(HYBRID_SCORE_SNR_DB),
-           snr=[round(float(db), 2) for db in score_snr_db(broken, refs, model.model[-1], HYBRID_IMG)])
+    record(f'control/int8 TFLite float attention/{bug}', bound_db=HYBRID_SCORE_SNR_DB,
+           snr=score_snr_db(broken, refs, model.model[-1], HYBRID_IMG))
     with pytest.raises(AssertionError):
         check_hybrid_int8_fidelity(broken, refs, model.model[-1], f'fp32 Keras with {bug}')
 
