@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+TRAINED = REPO / 'tests' / 'data' / 'mnv4-conv-s-relu-coco128-160.pt'  # tests/data/README.md
 MODELS = ['yolov5n', 'yolov5s', 'blog MNv4-S', 'MNv4-Conv-S', 'MNv4-Conv-M', 'MNv4-Hybrid-M', 'MNv4-Conv-L',
           'MNv4-Hybrid-L']
 
@@ -42,7 +43,7 @@ def test_benchmark_command_measures_the_accuracy_of_a_checkpoint_in_each_runtime
     data = dataset_yaml(REPO / 'tests' / 'data' / 'coco64', tmp_path / 'data')
     out = tmp_path / 'bench'
     proc = subprocess.run([sys.executable, '-m', 'yolov5_mnv4', 'benchmark', '--models', '--weights',
-                           str(REPO / 'tests' / 'data' / 'mnv4-conv-s-relu-coco128-160.pt'), '--data', str(data),
+                           str(TRAINED), '--data', str(data),
                            '--sizes', '160', '--runtimes', 'torch', 'onnxruntime', '--runs', '1', '--reps', '2',
                            '--warmup', '1', '--yolov5', str(yolov5_dir), '--out', str(out)],
                           capture_output=True, text=True, env=offline, timeout=900)
@@ -98,16 +99,15 @@ def test_benchmark_command_in_tflite_when_asked(yolov5_dir, offline, tmp_path):
     command = [sys.executable, '-m', 'yolov5_mnv4', 'benchmark', '--sizes', '160', '--runs', '1', '--reps', '2',
                '--warmup', '1', '--yolov5', str(yolov5_dir), '--out', str(out)]
     proc = subprocess.run([*command, '--models', 'MNv4-Conv-S', 'yolov5n', '--weights',
-                           str(REPO / 'tests' / 'data' / 'mnv4-conv-s-relu-coco128-160.pt'), '--data', str(data),
+                           str(TRAINED), '--data', str(data),
                            '--runtimes', 'torch', 'tflite'], capture_output=True, text=True, env=offline, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / 'benchmark.json').read_text())
     assert result['runtimes'] == ['torch', 'tflite']
     assert list(result['ratios']['tflite_160']) == ['MNv4-Conv-S/yolov5n']
     from yolov5_mnv4.bench import export_name
-    checkpoint_path = REPO / 'tests' / 'data' / 'mnv4-conv-s-relu-coco128-160.pt'
     assert sorted(p.name for p in out.glob('*.tflite')) == sorted(  # cached under the names the next run looks for
-        f'{export_name(name)}-160.tflite' for name in ('MNv4-Conv-S', 'yolov5n', str(checkpoint_path)))
+        f'{export_name(name)}-160.tflite' for name in ('MNv4-Conv-S', 'yolov5n', str(TRAINED)))
     checkpoint = result['rows'][2]
     print({k: v for k, v in checkpoint.items() if 'map' in k})
     for key in ('160_map50', '160_map'):
@@ -120,7 +120,6 @@ def test_benchmark_command_in_tflite_when_asked(yolov5_dir, offline, tmp_path):
     assert 'tflite' not in json.loads((tmp_path / 'default' / 'benchmark.json').read_text())['runtimes']
 
 
-
 def test_benchmark_command_at_other_precisions(yolov5_dir, offline, tmp_path):
     """--precisions fp16 int8: each offered runtime gets its own column (MNN fp16 and int8, ExecuTorch
     int8, calibrated on the embedded images), the others are named as not offered, and the trained
@@ -129,7 +128,7 @@ def test_benchmark_command_at_other_precisions(yolov5_dir, offline, tmp_path):
     data = dataset_yaml(REPO / 'tests' / 'data' / 'coco64', tmp_path / 'data')
     out = tmp_path / 'bench'
     proc = subprocess.run([sys.executable, '-m', 'yolov5_mnv4', 'benchmark', '--models', '--weights',
-                           str(REPO / 'tests' / 'data' / 'mnv4-conv-s-relu-coco128-160.pt'), '--data', str(data),
+                           str(TRAINED), '--data', str(data),
                            '--sizes', '160', '--runtimes', 'torch', 'mnn', 'executorch', '--precisions', 'fp32', 'fp16',
                            'int8', '--runs', '1', '--reps', '2', '--warmup', '1', '--yolov5', str(yolov5_dir), '--out',
                            str(out)], capture_output=True, text=True, env=offline, timeout=900)
