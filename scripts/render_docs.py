@@ -440,6 +440,11 @@ def _records(data):
     return (data if 'records' in data else data['parity.json'])['records']
 
 
+def _under(data, prefix):
+    """{the rest of the key: record} of the records whose key starts with `prefix` ('val.py/')."""
+    return {k[len(prefix):]: r for k, r in _records(data).items() if k.startswith(prefix)}
+
+
 def _errors(records, prefix):
     """'boxes 3.9e-7 - 1.8e-5, scores ...': the range over the records under `prefix` (real images only
     for the runtimes' checks, whose noise image has its own, looser bound)."""
@@ -543,7 +548,7 @@ OUTSIDE_CASES = {**RUNTIME_CASES, 'int8': 'trained Conv-S-ReLU, int8 (160)',
 
 def executorch_outside_table(data):
     """docs/export.md: the ops ExecuTorch's XNNPACK partitioner leaves outside, per model (test_runtimes)."""
-    records = {k.split('/', 1)[1]: r for k, r in _records(data).items() if k.startswith('executorch_outside/')}
+    records = _under(data, 'executorch_outside/')
     lines = ['| model | ops outside the XNNPACK delegate |', '|---|---|']
     for case, label in OUTSIDE_CASES.items():
         ops = records[case]['ops'] if case in records else None
@@ -560,10 +565,9 @@ STAGE_CHECKS = {'Keras': ('Keras stages (models/tf.py) against PyTorch', 'stage'
 
 def stage_table(data):
     """docs/export.md: the backbone-level parity checks (largest error over the cases of each check)."""
-    records = _records(data)
     lines = ['| check | cases | output (bound) | attention branch (bound) |', '|---|---|---|---|']
     for check, (label, output, branch) in STAGE_CHECKS.items():
-        found = {k.split('/')[2]: r for k, r in records.items() if k.startswith(f'stage/{check}/')}
+        found = _under(data, f'stage/{check}/')
         if not found:
             lines.append(f'| {label} | not recorded | | |')
             continue
@@ -576,7 +580,7 @@ def stage_table(data):
 
 def val_table(data):
     """docs/export.md: YOLOv5's val.py on the trained Conv-S-ReLU and its TF exports (test_tf_export)."""
-    records = {k.split('/', 1)[1]: r for k, r in _records(data).items() if k.startswith('val.py/')}
+    records = _under(data, 'val.py/')
     if not records:
         return 'not recorded\n'
     first = next(iter(records.values()))
@@ -589,17 +593,14 @@ def val_table(data):
 
 def controls_table(data):
     """docs/export.md: each negative control, what it measured and the bound it fails."""
-    records = _records(data)
     names = {'fp32 Keras': 'SavedModel, GraphDef, TFLite fp32 (the Keras detector they convert)',
              'int8 TFLite': 'TFLite int8', 'int8 TFLite float attention': 'TFLite int8, float attention (Hybrid-M)',
              'int8': 'MNN and ExecuTorch int8', 'ncnn': 'NCNN fp32', 'mnn': 'MNN fp32',
              'Keras stage': 'Keras stages against PyTorch', 'ONNX attention branch': 'ONNX attention branches',
              'timm attention branch': "attention branches against timm's"}
     lines = ['| check | broken copy | measured | bound |', '|---|---|---|---|']
-    for key, r in records.items():
-        if not key.startswith('control/'):
-            continue
-        _, check, bug = key.split('/')
+    for key, r in _under(data, 'control/').items():
+        check, bug = key.split('/')
         if 'stage' in r:
             branch = f', attention branch {_sci(r["branch"])}' if r['variant'].startswith('hybrid') else ''
             measured = f'stage {_sci(r["stage"])}{branch} ({r["variant"]})'
