@@ -54,11 +54,9 @@ def export_all(name, size, folder, data, with_litert):
 
 def openvino_runner(path, nchw):
     import openvino as ov
-    core = ov.Core()
-    xml = next(Path(path).glob('*.xml'))
-    config = {'INFERENCE_NUM_THREADS': THREADS, 'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': 1,
-              'INFERENCE_PRECISION_HINT': 'f32'}
-    request = core.compile_model(core.read_model(str(xml)), 'CPU', config).create_infer_request()
+
+    from yolov5_mnv4.bench import openvino_compiled
+    request = openvino_compiled(next(Path(path).glob('*.xml')), THREADS, INFERENCE_PRECISION_HINT='f32').create_infer_request()
     request.set_input_tensor(0, ov.Tensor(nchw))
     return request.infer
 

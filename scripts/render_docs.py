@@ -18,6 +18,8 @@ import re
 import sys
 from pathlib import Path
 
+from yolov5_mnv4.bench import CHANNELS_LAST, NOISE, label
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / 'docs' / 'results'
 DOCS = [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))]
@@ -26,57 +28,120 @@ NAMES = {'yolov5n': 'yolov5n (stock)', 'yolov5s': 'yolov5s (stock)', 'blog MNv4-
          'MNv4-Conv-S': 'MNv4-Conv-S (`yolov5-mnv4-conv-s.yaml`)', 'MNv4-Conv-M': 'MNv4-Conv-M (`yolov5-mnv4-conv-m.yaml`)'}
 
 
+def command_of(result):
+    """The command a result file names, without where that run wrote its files (--out)."""
+    return re.sub(r' --out \S+', '', result['command'])
+
+
 def method_line(result):
-    return (f'`{result["command"]}`, {result["date"]}, {result["machine"]}; fused models, batch 1; each latency '
+    return (f'`{command_of(result)}`, {result["date"]}, {result["machine"]}; fused models, batch 1; each latency '
             f'is the median over {result["runs"]} runs of the run\'s median of {result["reps"]} interleaved rounds '
             f'(after {result["warmup"]} warm-ups)')
 
 
 def ratio_text(result, size):
-    """'Conv-S / yolov5n 0.95 (0.90-1.01) in PyTorch and ... in ONNX Runtime; ...' at `size`."""
+    """'Conv-S / blog MNv4-S 0.45 (0.44-0.47) in ONNX Runtime' at `size` (scripts/benchmark.py's ratios)."""
     parts = []
-    for pair in result['ratios'][f'torch_{size}']:
+    for pair, r in result['ratios'].get(f'ort_{size}', {}).items():
         ours, theirs = pair.split('/')
-        each = [f'{r["median"]:.2f} ({r["min"]:.2f}-{r["max"]:.2f}) in {runtime}'
-                for runtime, r in (('PyTorch', result['ratios'][f'torch_{size}'][pair]),
-                                   ('ONNX Runtime', result['ratios'][f'ort_{size}'][pair]))]
-        parts.append(f'{ours.replace("MNv4-", "")} / {theirs}: {" and ".join(each)}')
+        state(pair, 'onnxruntime', size, r['median'], 'benchmark.json')
+        parts.append(f'{ours.replace("MNv4-", "")} / {theirs}: {r["median"]:.2f} ({r["min"]:.2f}-{r["max"]:.2f}) in ONNX Runtime')
     return '; '.join(parts)
 
 
 def headline(result):
-    """The README's table: yolov5n, Conv-S and the blog recipe's model at 640, and the same-run ratios."""
+    """The README's table: yolov5n, Conv-S and the blog recipe's model, their size and cost, and the
+    same-run ratio to the recipe's model."""
     rows = {r['model']: r for r in result['rows']}
-    lines = ['| model (640 px, batch 1, 2 CPU threads) | params (fused) | GFLOPs | PyTorch ms | ONNX Runtime ms |',
-             '|---|---|---|---|---|']
+    lines = ['| model | params (fused) | GFLOPs at 640 |', '|---|---|---|']
     for name in ('yolov5n', 'MNv4-Conv-S', 'blog MNv4-S'):
         r = rows[name]
-        lines.append(f'| {NAMES[name]} | {r["params"]:,} | {r["gflops_640"]:.2f} | {r["torch_640_ms"]:.1f} | '
-                     f'{r["ort_640_ms"]:.1f} |')
-    lines += ['', f'Latency ratios measured side by side in each run, median over the runs (range), at 640: '
-                  f'{ratio_text(result, 640)}.', '',
-              f'({method_line(result)}. More, and the edge runtimes, in [docs/benchmarks.md](docs/benchmarks.md).)']
+        lines.append(f'| {NAMES[name]} | {r["params"]:,} | {r["gflops_640"]:.2f} |')
+    lines += ['', f'Against the recipe\'s model, at 640, measured side by side: {ratio_text(result, 640)} '
+                  f'({method_line(result)}).']
     return '\n'.join(lines) + '\n'
 
 
 def benchmark_table(result):
-    """docs/benchmarks.md: every model at every size, with the IQR, memory and training columns."""
+    """docs/benchmarks.md: every model at every size, with the IQR, memory and training columns; the
+    stock models in PyTorch in both layouts where the run timed both (NCHW / channels-last)."""
     sizes = result['sizes']
     header = ['model', 'params (fused)', 'GFLOPs']
     for size in sizes:
         header += [f'eager {size} ms (IQR)', f'ORT {size} ms (IQR)']
     header += [f'memory {max(sizes)} MB', 'train img/s']
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+
+    def cell(r, key):
+        return f'{r[f"{key}_ms"]:.1f} ({r[f"{key}_iqr"]:.1f})'
     for r in result['rows']:
         cells = [r['model'], f'{r["params"]:,}', f'{r["gflops_640"]:.2f}']
         for size in sizes:
-            cells += [f'{r[f"{rt}_{size}_ms"]:.1f} ({r[f"{rt}_{size}_iqr"]:.1f})' for rt in ('torch', 'ort')]
+            eager = cell(r, f'torch_{size}')
+            if f'{CHANNELS_LAST}_{size}_ms' in r:
+                eager += f' / {cell(r, f"{CHANNELS_LAST}_{size}")} channels-last'
+            cells += [eager, cell(r, f'ort_{size}')]
         cells += [f'{r[f"mem_{max(sizes)}_mb"]:.1f}', str(r.get('train_img_s', ''))]
         lines.append('| ' + ' | '.join(cells) + ' |')
     lines += ['', f'{method_line(result)}.', '']
-    lines += [f'Same-run latency ratios at {size}, median over the runs (range): {ratio_text(result, size)}.'
-              for size in sorted(sizes, reverse=True)]
+    lines += [f'Same-run latency ratio at {size}, median over the runs (range): {ratio_text(result, size)}.'
+              for size in sorted(sizes, reverse=True) if result['ratios'].get(f'ort_{size}')]
     return '\n'.join(lines) + '\n'
+
+
+PHRASES = {'at parity': 'at parity with', 'faster': 'faster than', 'slower': 'slower than', 'mixed': 'mixed against'}
+
+
+def speed_summary(result):
+    """The README's speed table: each of our models against its stock twin at its best (in PyTorch its
+    faster layout), every runtime and size of the command's full run, with what each ratio says; a lead
+    sentence and one line per model counting the verdicts (all words from bench.verdict)."""
+    from yolov5_mnv4.bench import verdict
+    from yolov5_mnv4.cli.benchmark import summary
+    fair = result['fair_ratios']
+    lead, lines = [], []
+    for pair in dict.fromkeys(p for pairs in fair.values() for p in pairs):
+        cells = {}
+        for key, pairs in fair.items():
+            if pair in pairs:
+                runtime, size = key.rsplit('_', 1)
+                stated = CHANNELS_LAST if pairs[pair].get('stock_layout') == 'channels-last' else runtime
+                state(pair, stated, int(size), pairs[pair]['median'], 'benchmark_command.json fair_ratios')
+                cells.setdefault(verdict(pairs[pair]), []).append(f'{label(runtime)} {size}')
+        ours, theirs = (name.replace('MNv4-', '') for name in pair.split('/'))
+        total = sum(len(where) for where in cells.values())
+        ranked = sorted(cells.items(), key=lambda c: -len(c[1]))
+        word, where = ranked[0]
+        lead.append(f'{ours} is {PHRASES[word]} {theirs} in every runtime and size' if len(where) == total else
+                    f'{ours} is mostly {PHRASES[word]} {theirs} ({len(where)} of {total})')
+        lines.append(f'- {ours} / {theirs}: ' + '; '.join(
+            f'{word} in all {total}' if len(where) == total else f'{word} in {len(where)} ({", ".join(where)})'
+            for word, where in ranked) + '.')
+    command = command_of(result)
+    return '\n'.join([f'On this x86 CPU, {"; ".join(lead)}.', '', *summary(fair, result['sizes']), '', *lines, '',
+                      f'(`{command}`, {result["date"]}, {result["machine"]}; fused models, batch 1; each ratio is the '
+                      f'median over {result["runs"]} runs of {result["reps"]} interleaved rounds, range in brackets; '
+                      f'"at parity": every run within {NOISE:.0%} of 1.)']) + '\n'
+
+
+# Every ratio of ours to another model that a generated block states, by (pair, runtime key, size):
+# {key: {value as printed: [where]}}. Filled by rendering (state()); two values for one key are two
+# tables that disagree (conflicts()).
+STATED = {}
+
+
+def state(pair, runtime, size, value, where):
+    """Note that a generated block states `pair`'s ratio in `runtime` (a bench.variant key) at `size`."""
+    STATED.setdefault((pair, runtime, int(size)), {}).setdefault(f'{value:.2f}', []).append(where)
+
+
+def conflicts(results=RESULTS):
+    """[(pair, runtime, size, {value: [where]})] of every ratio that two generated blocks state
+    differently, rendering every document from the result files in `results`."""
+    STATED.clear()
+    for path in DOCS:
+        rendered(path.read_text(), results)
+    return [(*key, values) for key, values in STATED.items() if len(values) > 1]
 
 
 def int8_attention_slowdown(text):
@@ -285,14 +350,19 @@ EDGE_RATIO_PAIRS = [('MNv4-Conv-S', 'yolov5n'), ('MNv4-Conv-S-ReLU', 'yolov5n'),
                     ('MNv4-Conv-M-ReLU', 'yolov5s'), ('MNv4-Hybrid-M', 'MNv4-Conv-M')]
 
 
+# the edge result files' column names as bench.variant() keys (for state())
+EDGE_KEYS = {'ort_fp32': 'onnxruntime', 'ov_f32': 'openvino', 'ov_int8': 'openvino-int8', 'tflite_fp32': 'tflite',
+             'tflite_fp16': 'tflite-fp16', 'tflite_int8': 'tflite-int8', 'ncnn_fp32': 'ncnn', 'mnn_fp32': 'mnn',
+             'mnn_int8': 'mnn-int8', 'et_fp32': 'executorch', 'et_int8': 'executorch-int8'}
+
+
 def edge_ratios(text):
     """docs/benchmarks.md: same-run ratios of medians in TFLite int8 and OpenVINO int8 at 320 / 640
-    (scripts/benchmark_edge.py's table)."""
-    by = {(r['model'], r['size']): r for r in _markdown_rows(text) if 'tflite_int8' in r}
+    (the ratio lines under scripts/benchmark_edge.py's table, the one source of these two)."""
+    ratios = ratio_lines(text)
     lines = ['| ours / reference | TFLite int8 320 / 640 | OpenVINO int8 320 / 640 |', '|---|---|---|']
     for ours, theirs in EDGE_RATIO_PAIRS:
-        cells = [' / '.join(f'{_median(by[(ours, size)][column]) / _median(by[(theirs, size)][column]):.2f}'
-                            for size in ('320', '640')) for column in ('tflite_int8', 'ov_int8')]
+        cells = [_ratio_cell(ratios, ours, theirs, column, where='benchmark_edge.md') for column in ('tflite_int8', 'ov_int8')]
         lines.append(f'| {ours} / {theirs} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
@@ -360,8 +430,9 @@ def backbones_line(result):
     """docs/benchmarks.md: our backbones' latency over timm's, same-run ratios (scripts/benchmark.py --backbones)."""
     parts = [f'{r["ratio"]["median"]:.2f} ({r["ratio"]["min"]:.2f}-{r["ratio"]["max"]:.2f}) {SHORT[r["variant"]]}'
              for r in result['rows']]
-    return (f'{", ".join(parts)} (`{result["command"]}`, {result["date"]}, {result["machine"]}; {result["size"]} px, fused '
-            f'eager, median of {result["runs"]} runs of {result["reps"]} interleaved rounds, range)\n')
+    terms = result.get('terms', 'ours fused, timm unfused and NCHW')
+    return (f'{", ".join(parts)} (`{command_of(result)}`, {result["date"]}, {result["machine"]}; {result["size"]} px, '
+            f'eager, {terms}, median of {result["runs"]} runs of {result["reps"]} interleaved rounds, range)\n')
 
 
 STAGE_NAMES = ['stem', '/4', '/8', '/16', '/32']
@@ -379,7 +450,7 @@ def layers_line(result):
             f'(`{result["command"]}`, {result["date"]}, {result["machine"]}; {result["size"]} px, median of {result["reps"]} rounds)\n')
 
 
-EDGE_RATIO_LINE = re.compile(r'^(\S+)/(\S+) @(\d+) \([^)]*\): (.*?)(?:  MISSED.*)?$')
+EDGE_RATIO_LINE = re.compile(r'^(\S+)/(\S+) @(\d+): (.*)$')
 
 
 def ratio_lines(text):
@@ -405,6 +476,9 @@ def hybrid_int8(text):
     gains = {(m[1], m[2]): float(m[3]) for m in
              re.finditer(r'^MNv4-(\S+) @(\d+): int8 with float attention / full-integer int8 = ([\d.]+)$', text, re.M)}
     pair = ('MNv4-Hybrid-M', 'MNv4-Conv-M')
+    for size in ('320', '640'):
+        for column in ('tflite_int8', 'ov_int8'):
+            state('/'.join(pair), EDGE_KEYS[column], size, ratios[(*pair, size)][column], 'benchmark_edge.md')
     return (f'Hybrid-M / Conv-M {ratios[(*pair, "320")]["tflite_int8"]:.2f} at 320 and '
             f'{ratios[(*pair, "640")]["tflite_int8"]:.2f} at 640, where OpenVINO int8 (nncf, which quantizes the '
             f'attention matmuls) is at {ratios[(*pair, "320")]["ov_int8"]:.2f} / {ratios[(*pair, "640")]["ov_int8"]:.2f}; '
@@ -413,25 +487,30 @@ def hybrid_int8(text):
             + ' of its time at 320 / 640\n')
 
 
-EDGE_RATIO_COLUMNS = [('NCNN fp32 320 / 640', 'ncnn_fp32', True), ('MNN fp32', 'mnn_fp32', True),
-                      ('ET fp32', 'et_fp32', True), ('MNN int8 320', 'mnn_int8', False),
-                      ('ET int8 320', 'et_int8', False), ('TFLite int8', 'tflite_int8', True),
-                      ('OpenVINO int8', 'ov_int8', True)]
+# The int8 columns of benchmark_edge_runtimes_*.md: fp32 ratios come from `yolov5-mnv4 benchmark`'s run,
+# TFLite and OpenVINO int8 from benchmark_edge.md (one source per ratio)
+EDGE_RATIO_COLUMNS = [('MNN int8 320', 'mnn_int8', False), ('ET int8 320', 'et_int8', False)]
 
 
-def _ratio_cell(ratios, ours, theirs, column, both_sizes=True):
+def _ratio_cell(ratios, ours, theirs, column, both_sizes=True, where=''):
     sizes = ('320', '640') if both_sizes else ('320',)
-    return ' / '.join(f'{ratios[(ours, theirs, size)][column]:.2f}' if column in ratios.get((ours, theirs, size), {})
-                      else '-' for size in sizes)
+    cells = []
+    for size in sizes:
+        value = ratios.get((ours, theirs, size), {}).get(column)
+        if value is not None:
+            state(f'{ours}/{theirs}', EDGE_KEYS[column], size, value, where)
+        cells.append('-' if value is None else f'{value:.2f}')
+    return ' / '.join(cells)
 
 
 def edge_runtime_ratios(texts):
-    """docs/benchmarks.md: ours / reference in each edge runtime, same run, 320 / 640."""
+    """docs/benchmarks.md: ours / reference in MNN and ExecuTorch int8, same run, 320."""
     ratios = edge_ratio_lines(texts)
     lines = ['| ours / reference | ' + ' | '.join(c[0] for c in EDGE_RATIO_COLUMNS) + ' |',
              '|' + '---|' * (len(EDGE_RATIO_COLUMNS) + 1)]
     for ours, theirs in EDGE_RATIO_PAIRS:
-        cells = [_ratio_cell(ratios, ours, theirs, column, both) for _, column, both in EDGE_RATIO_COLUMNS]
+        cells = [_ratio_cell(ratios, ours, theirs, column, both, 'benchmark_edge_runtimes_*.md')
+                 for _, column, both in EDGE_RATIO_COLUMNS]
         lines.append(f'| {ours.replace("MNv4-", "")} / {theirs.replace("MNv4-", "")} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
@@ -489,7 +568,7 @@ FORMAT_ROWS = [
      ['fp32/SavedModel/', 'fp32/GraphDef/', 'fp32/TFLite fp32/'], '-', [('fp32', 'tflite_fp32')]),
     ('TFLite fp16 weights', '`export.py --include tflite`', '`[tflite]`', ['fp16/'], '-', [('fp16', 'tflite_fp16')]),
     ('TFLite int8', '`export.py --include tflite --int8 --data ...`; hybrids: `yolov5-mnv4-export --include tflite --int8`',
-     '`[tflite]`', '-', ['int8/tflite/conv-s-relu-trained', 'int8/tflite float attention/hybrid-m-trained'],
+     '`[tflite]`', '-', ['int8/tflite/conv-s-relu-trained', 'int8/tflite float attention/hybrid-m-peaked'],
      [('int8', 'tflite_int8')]),
     ('NCNN', '`yolov5-mnv4-export --include ncnn`', '`[ncnn]`', ['fp32/ncnn/'], "not offered: NCNN's int8 tools are C++ only",
      [('fp32', 'ncnn_fp32')]),
@@ -500,10 +579,29 @@ FORMAT_ROWS = [
 ]
 
 
+def format_ratios(data):
+    """{(ours, theirs, size): {edge column: ratio}} from the one source of each: fp32 from the command's
+    full run (its fair ratios: in PyTorch the stock model's faster layout), TFLite fp16 / int8 and
+    OpenVINO int8 from benchmark_edge.md, MNN and ExecuTorch int8 from benchmark_edge_runtimes_*.md."""
+    ratios = {}
+    keys = {key: column for column, key in EDGE_KEYS.items()}
+    for key, pairs in data['benchmark_command.json']['fair_ratios'].items():
+        runtime, size = key.rsplit('_', 1)
+        for pair, r in pairs.items():
+            if runtime in keys:
+                ratios.setdefault((*pair.split('/'), size), {})[keys[runtime]] = r['median']
+    sources = [(ratio_lines(data['benchmark_edge.md']), ('tflite_fp16', 'tflite_int8', 'ov_int8')),
+               (edge_ratio_lines(data), ('mnn_int8', 'et_int8'))]
+    for lines, columns in sources:
+        for key, values in lines.items():
+            ratios.setdefault(key, {}).update({c: v for c, v in values.items() if c in columns})
+    return ratios
+
+
 def format_table(data):
     """docs/export.md: every format, its parity and int8 agreement (tests, parity.json) and its
-    latency ratios (scripts/benchmark_edge.py, benchmark_edge_runtimes_*.md)."""
-    records, ratios = _records(data), edge_ratio_lines(data)
+    latency ratios (format_ratios)."""
+    records, ratios = _records(data), format_ratios(data)
     lines = ['| format | command | needs | parity against fused fp32 PyTorch (CI) | int8 against fp32 (CI) | '
              'Conv-S / yolov5n 320 / 640 | Conv-M / yolov5s 320 / 640 |', '|---|---|---|---|---|---|---|']
     for name, command, needs, parity, int8, columns in FORMAT_ROWS:
@@ -516,8 +614,9 @@ def format_table(data):
             parity_cell = '; '.join(text if len(parity) == 1 else f'{", ".join(names)}: {text}'
                                     for text, names in by_text.items())
         int8_cell = int8 if isinstance(int8, str) else '; '.join(
-            ('Hybrid-M, float attention: ' if 'hybrid' in key else '') + _snr(records[key]) for key in int8 if key in records)
-        latency = [', '.join(f'{label} {_ratio_cell(ratios, ours, theirs, column)}' for label, column in columns)
+            ('Hybrid-M (untrained, attention peaked), float attention: ' if 'hybrid' in key else '') + _snr(records[key]) for key in int8 if key in records)
+        latency = [', '.join(f'{label} {_ratio_cell(ratios, ours, theirs, column, where="formats table")}'
+                             for label, column in columns)
                    for ours, theirs in (('MNv4-Conv-S', 'yolov5n'), ('MNv4-Conv-M', 'yolov5s'))]
         lines.append(f'| {name} | {command} | {needs} | {parity_cell} | {int8_cell or "not recorded"} | '
                      + ' | '.join(latency) + ' |')
@@ -595,10 +694,10 @@ def controls_table(data):
     """docs/export.md: each negative control, what it measured and the bound it fails."""
     names = {'fp32 Keras': 'SavedModel, GraphDef, TFLite fp32 (the Keras detector they convert)',
              'int8 TFLite': 'TFLite int8', 'int8 TFLite float attention': 'TFLite int8, float attention (Hybrid-M)',
-             'int8': 'MNN and ExecuTorch int8', 'ncnn': 'NCNN fp32', 'mnn': 'MNN fp32',
+             'int8': 'MNN and ExecuTorch int8', 'ncnn': 'NCNN fp32', 'mnn': 'MNN fp32', 'executorch': 'ExecuTorch fp32',
              'Keras stage': 'Keras stages against PyTorch', 'ONNX attention branch': 'ONNX attention branches',
              'timm attention branch': "attention branches against timm's"}
-    lines = ['| check | broken copy | measured | bound |', '|---|---|---|---|']
+    lines = ['| check | broken copy | measured | bound | fails |', '|---|---|---|---|---|']
     for key, r in _under(data, 'control/').items():
         check, bug = key.split('/')
         if 'stage' in r:
@@ -621,7 +720,9 @@ def controls_table(data):
         else:
             measured = f'boxes {r["boxes"]:.2f}, scores {r["scores"]:.2f}'
             bound = f'boxes {_bound(r["box_bound"])}, scores {_bound(r["score_bound"])}'
-        lines.append(f'| {names[check]} | {bug} | {measured} | {bound} |')
+        fails = r.get('fails') or (['attention branch'] if 'branch_bound' in r and 'stage' not in r
+                                   else ['boxes or scores, every image'] if 'worst' in r else [])
+        lines.append(f'| {names[check]} | {bug} | {measured} | {bound} | {", ".join(fails) or "not recorded"} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -659,11 +760,17 @@ def _task_ratios(text):
 
 
 def task_ratios(text):
-    """docs/benchmarks.md: the same-run ratios of scripts/benchmark.py --tasks at 640."""
+    """docs/benchmarks.md: the same-run ratios of scripts/benchmark.py --tasks at 640; in PyTorch only
+    where the file timed the stock model in channels-last too, or where both models are ours (same
+    layout); Conv-S / yolov5n is the command's (one source per ratio)."""
     ratios = _task_ratios(text)
     torch_, ort = ratios[('torch', '640')], ratios[('ort', '640')]
+    fair_torch = CHANNELS_LAST in text
     lines = ['| at 640, same run | PyTorch | ONNX Runtime |', '|---|---|---|']
-    lines += [f'| {pair.replace("MNv4-", "").replace("/", " / ")} | {torch_[pair]:.2f} | {ort[pair]:.2f} |' for pair in torch_]
+    for pair in [p for p in ort if p != 'MNv4-Conv-S/yolov5n']:
+        ours_only = pair.split('/')[1].startswith('MNv4-')
+        cell = f'{torch_[pair]:.2f}' if fair_torch or ours_only else '- (stock timed NCHW only)'
+        lines.append(f'| {pair.replace("MNv4-", "").replace("/", " / ")} | {cell} | {ort[pair]:.2f} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -682,7 +789,11 @@ def command_tables(result):
     command's own table code)."""
     from yolov5_mnv4.cli.benchmark import table
     lines, ratio_lines, _ = table(result['rows'], result['ratios'], result['runtimes'], result['sizes'])
-    command = re.sub(r' --out \S+', '', result['command'])
+    for key, pairs in result['ratios'].items():
+        runtime, size = key.rsplit('_', 1)
+        for pair, r in pairs.items():
+            state(pair, runtime, size, r['median'], 'benchmark_command.json ratios')
+    command = command_of(result)
     method = (f'`{command}`, {result["date"]}, {result["machine"]}; {result["runs"]} runs of {result["reps"]} '
               f'interleaved rounds after {result["warmup"]} warm-ups; ms (IQR).')
     return '\n'.join([method, '', *lines, *ratio_lines]) + '\n'
@@ -704,11 +815,11 @@ def weight_layouts_table(result):
     return '\n'.join(lines) + '\n'
 
 
-RENDERERS = {'tensorrt': tensorrt_line, 'rknn': rknn_table, 'ultralytics-configs': ultralytics_config_table, 'val': val_table, 'stages': stage_table, 'weight-layouts': weight_layouts_table, 'hybrid-int8': hybrid_int8, 'command-tables': command_tables, 'task-ratios': task_ratios, 'p2-cost': p2_cost, 'hybrid-init': hybrid_init_table, 'edge-runtime-ratios': edge_runtime_ratios, 'formats': format_table, 'runtime-parity': runtime_parity_table, 'executorch-outside': executorch_outside_table, 'controls': controls_table, 'configs': config_table, 'backbones': backbones_line, 'layers': layers_line, 'int8-attention': int8_attention_rows, 'speedup': int8_attention_speedup, 'edge-ratios': edge_ratios, 'runtimes': runtimes_table, 'startup': startup_cost, 'timm': timm_weights_table, 'headline': headline, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
+RENDERERS = {'tensorrt': tensorrt_line, 'rknn': rknn_table, 'ultralytics-configs': ultralytics_config_table, 'val': val_table, 'stages': stage_table, 'weight-layouts': weight_layouts_table, 'hybrid-int8': hybrid_int8, 'command-tables': command_tables, 'task-ratios': task_ratios, 'p2-cost': p2_cost, 'hybrid-init': hybrid_init_table, 'edge-runtime-ratios': edge_runtime_ratios, 'formats': format_table, 'runtime-parity': runtime_parity_table, 'executorch-outside': executorch_outside_table, 'controls': controls_table, 'configs': config_table, 'backbones': backbones_line, 'layers': layers_line, 'int8-attention': int8_attention_rows, 'speedup': int8_attention_speedup, 'edge-ratios': edge_ratios, 'runtimes': runtimes_table, 'startup': startup_cost, 'timm': timm_weights_table, 'headline': headline, 'speed-summary': speed_summary, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
 
 
-def rendered(text):
-    """`text` with every generated block rewritten from its result file."""
+def rendered(text, results=RESULTS):
+    """`text` with every generated block rewritten from its result file in `results`."""
     def replace(match):
         start, source, renderer, _, end = match.groups()
         if source.startswith('yolov5_mnv4.'):  # data in the package: module.ATTRIBUTE
@@ -717,9 +828,9 @@ def rendered(text):
             data = getattr(importlib.import_module(module), attribute)
         elif '*' in source or '+' in source:  # every matching file, by name (JSON parsed)
             data = {f.name: json.loads(f.read_text()) if f.suffix == '.json' else f.read_text()
-                    for pattern in source.split('+') for f in sorted(RESULTS.glob(pattern))}
+                    for pattern in source.split('+') for f in sorted(Path(results).glob(pattern))}
         else:
-            text = (RESULTS / source).read_text()
+            text = (Path(results) / source).read_text()
             data = json.loads(text) if source.endswith('.json') else text
         return start + RENDERERS[renderer](data) + end
     return BLOCK.sub(replace, text)
@@ -742,10 +853,13 @@ def main(argv=None):
     parser.add_argument('--check', action='store_true', help='change nothing; exit 1 if a block is out of date')
     args = parser.parse_args(argv)
     if args.check:
-        stale = stale_blocks()
+        stale, disagree = stale_blocks(), conflicts()
         for path, block in stale:
             print(f'{path}: the block "{block}" differs from docs/results (python scripts/render_docs.py)')
-        return 1 if stale else 0
+        for pair, runtime, size, values in disagree:
+            print(f'{pair} in {label(runtime)} at {size} is stated as ' + ' and '.join(
+                f'{value} ({", ".join(where)})' for value, where in values.items()))
+        return 1 if stale or disagree else 0
     for path in DOCS:
         text = path.read_text()
         new = rendered(text)

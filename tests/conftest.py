@@ -47,16 +47,28 @@ def yolo(yolov5_dir, offline):
 
 # ---- measured numbers for docs/results: `MNV4_RECORD=docs/results/parity.json python -m pytest ...` ----
 RECORDS = {}
+PENDING = {}  # {test id: its records}, kept only if the test passes
 
 
 @pytest.fixture
 def record(request):
     """record(key, **values): keep a number this test measured (a parity error, an int8 SNR). With
-    MNV4_RECORD=<file.json> set, the session merges them into that file (key by key, each with the
-    test, date and machine), which scripts/render_docs.py turns into the docs' tables."""
+    MNV4_RECORD=<file.json> set, the session merges the records of the tests that passed into that file
+    (key by key, each with the test, date and machine), which scripts/render_docs.py turns into the
+    docs' tables; a failing test's records are dropped."""
     def add(key, **values):
-        RECORDS[key] = {**{k: _plain(v) for k, v in values.items()}, 'test': request.node.nodeid.split('::', 1)[0]}
+        PENDING.setdefault(request.node.nodeid, {})[key] = {**{k: _plain(v) for k, v in values.items()},
+                                                            'test': request.node.nodeid.split('::', 1)[0]}
     return add
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if report.when == 'call':
+        kept = PENDING.pop(item.nodeid, {})
+        if report.passed:
+            RECORDS.update(kept)
 
 
 def _plain(value):

@@ -177,16 +177,16 @@ def output_errors(got, ref, channels_first=False):
     return detection_errors(got, ref)
 
 
-def assert_input_dependent(outputs, bound, what='', channels_first=False):
+def assert_input_dependent(outputs, bound, what='', channels_first=False, factor=INPUT_DEPENDENCE):
     """`outputs`: a detector's outputs on two different real images (a batch of 2, or a pair). Asserts
-    that both boxes and scores move between the images by at least INPUT_DEPENDENCE x `bound`, in the
+    that both boxes and scores move between the images by at least `factor` x `bound`, in the
     measure of `output_errors`; returns (boxes, scores) change. A model whose outputs do not depend on
     its input (untrained, BatchNorm statistics that do not match its inputs) passes any parity bound."""
     first, second = (outputs[:1], outputs[1:2]) if not isinstance(outputs, (list, tuple)) else outputs
     change = output_errors(second, first, channels_first)
     print(f'{what} input dependence: boxes move {change[0]:.2g}, scores {change[1]:.2g} between two images')
     bounds = bound if isinstance(bound, tuple) else (bound, bound)  # (boxes, scores), or one for both
-    assert all(c >= INPUT_DEPENDENCE * b for c, b in zip(change, bounds)), (
+    assert all(c >= factor * b for c, b in zip(change, bounds)), (
         f'{what}: outputs barely depend on the input (boxes {change[0]:.2g}, scores {change[1]:.2g} between two '
         f'real images): a parity bound of {bound} says nothing about such a model')
     return change

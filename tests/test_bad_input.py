@@ -243,3 +243,28 @@ def test_setup_stops_before_installing_onto_a_disk_too_small(tmp_path, free_kb, 
     assert 'installing torch' not in result.stdout
     site = list((checkout / '.venv' / 'lib').glob('python*/site-packages'))
     assert site and not list(site[0].glob('torch*')), 'torch was installed'
+
+
+def test_numpy_without_trapz_is_named_before_training(yolov5_dir, tmp_path, capsys, monkeypatch):
+    """YOLOv5 v7.0 calls np.trapz, which numpy 2.4 removed: `check` and `apply` say so with the fix,
+    and the plugin's registration logs it when train.py builds the model (long before the first
+    validation with a detection would stop); none of them says it while numpy has np.trapz."""
+    import numpy
+
+    from helpers import pristine_copy
+    from yolov5_mnv4.cli import apply as apply_cli
+    from yolov5_mnv4.cli import check
+    from yolov5_mnv4.hosts.yolov5_tree import numpy_conflict
+    tree = pristine_copy(yolov5_dir, tmp_path / 'yolov5')
+    assert 'np.trapz(' in (tree / 'utils' / 'metrics.py').read_text()  # v7.0's compute_ap
+    fix = "pip install 'numpy<2.4'"
+    for has_trapz in (True, False):
+        if not has_trapz:
+            monkeypatch.delattr(numpy, 'trapz', raising=False)
+        assert (fix in check.report(tree)) != has_trapz
+        assert apply_cli.main([str(tree)]) == 0
+        assert (fix in capsys.readouterr().err) != has_trapz
+        assert apply_cli.main([str(tree), '--revert']) == 0
+        capsys.readouterr()
+        warned = numpy_conflict(tree)  # what the registration logs when train.py builds the model
+        assert (warned is not None) != has_trapz and (warned is None or fix in warned)

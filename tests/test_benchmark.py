@@ -5,6 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import pristine_copy
+from yolov5_mnv4.bench import CHANNELS_LAST, fair_ratios, twin_ratios, verdict
+
 REPO = Path(__file__).resolve().parents[1]
 TRAINED = REPO / 'tests' / 'data' / 'mnv4-conv-s-relu-coco128-160.pt'  # tests/data/README.md
 MODELS = ['yolov5n', 'yolov5s', 'blog MNv4-S', 'MNv4-Conv-S', 'MNv4-Conv-M', 'MNv4-Hybrid-M', 'MNv4-Conv-L',
@@ -21,17 +24,19 @@ def test_quick_benchmark_table_is_complete(yolov5_dir, offline, tmp_path):
         rows = list(csv.DictReader(f))
     assert [r['model'] for r in rows] == MODELS
     for row in rows:
-        assert all(value != '' for value in row.values()), row
+        stock = row['model'] in ('yolov5n', 'yolov5s')  # timed in PyTorch in both layouts; ours as shipped
+        assert all(value != '' for key, value in row.items() if CHANNELS_LAST not in key), row
+        assert (row[f'{CHANNELS_LAST}_320_ms'] != '') == stock, row
         assert float(row['torch_320_ms']) > 0 and float(row['ort_320_ms']) > 0 and float(row['gflops_640']) > 0
     assert (out / 'latency_vs_gflops.png').stat().st_size > 10_000
-    assert 'Conv-S/yolov5n' in proc.stdout and 'Conv-M/yolov5s' in proc.stdout
     result = json.loads((out / 'benchmark.json').read_text())  # what scripts/render_docs.py reads
     assert result['command'].startswith('python scripts/benchmark.py') and result['date'] and result['runs'] == 1
     by = {r['model']: r for r in result['rows']}
-    for runtime in ('torch', 'ort'):
-        ratio = result['ratios'][f'{runtime}_320']['MNv4-Conv-S/yolov5n']
-        same_run = by['MNv4-Conv-S'][f'{runtime}_320_runs'][0] / by['yolov5n'][f'{runtime}_320_runs'][0]
-        assert abs(ratio['median'] - same_run) < 2e-3 and ratio['min'] <= ratio['median'] <= ratio['max']
+    # ratios to the stock models come from the command's run only: this script states the recipe's
+    assert list(result['ratios']) == ['ort_320'] and list(result['ratios']['ort_320']) == ['MNv4-Conv-S/blog MNv4-S']
+    ratio = result['ratios']['ort_320']['MNv4-Conv-S/blog MNv4-S']
+    same_run = by['MNv4-Conv-S']['ort_320_runs'][0] / by['blog MNv4-S']['ort_320_runs'][0]
+    assert abs(ratio['median'] - same_run) < 2e-3 and ratio['min'] <= ratio['median'] <= ratio['max']
 
 
 def test_benchmark_command_measures_the_accuracy_of_a_checkpoint_in_each_runtime(yolov5_dir, offline, tmp_path):
@@ -83,7 +88,9 @@ def test_benchmark_command_times_the_ultralytics_twins(offline, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / 'benchmark.json').read_text())
     assert [(r['model'], r['twin']) for r in result['rows']] == [('yolo11n-mnv4-conv-s', 'yolo11n'), ('yolo11n', '(stock)')]
-    assert [list(pairs) for pairs in result['ratios'].values()] == [['yolo11n-mnv4-conv-s/yolo11n']] * 2
+    assert list(result['ratios']) == ['torch_160', f'{CHANNELS_LAST}_160', 'onnxruntime_160']
+    assert [list(pairs) for pairs in result['ratios'].values()] == [['yolo11n-mnv4-conv-s/yolo11n']] * 3
+    assert list(result['fair_ratios']) == ['torch_160', 'onnxruntime_160']
     assert result['rows'][0]['params'] > result['rows'][1]['params'] > 2_000_000  # fused yolo11n: 2.6 M
 
 
@@ -103,7 +110,7 @@ def test_benchmark_command_in_tflite_when_asked(yolov5_dir, offline, tmp_path):
                            '--runtimes', 'torch', 'tflite'], capture_output=True, text=True, env=offline, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / 'benchmark.json').read_text())
-    assert result['runtimes'] == ['torch', 'tflite']
+    assert result['runtimes'] == ['torch', CHANNELS_LAST, 'tflite']
     assert list(result['ratios']['tflite_160']) == ['MNv4-Conv-S/yolov5n']
     from yolov5_mnv4.bench import export_name
     assert sorted(p.name for p in out.glob('*.tflite')) == sorted(  # cached under the names the next run looks for
@@ -146,3 +153,54 @@ def test_benchmark_command_at_other_precisions(yolov5_dir, offline, tmp_path):
         assert abs(maps[key] - maps['torch']) < 0.5 * maps['torch'], key
     assert '| MNN int8 ms (IQR) | MNN int8 mAP50 / mAP50-95 |' in (out / 'benchmark.md').read_text()
     assert len(list(out.glob('*-160-int8.mnn'))) == 1 and len(list(out.glob('*-160-int8.pte'))) == 1  # cached apart
+
+
+def test_benchmark_command_on_a_tree_never_patched(yolov5_dir, offline, tmp_path):
+    """A fresh clone that `yolov5-mnv4 apply` never touched builds our configs too (the command registers
+    in-process, as loading a checkpoint there does); the stock twin runs in both layouts and the
+    summary states the ratio to its faster one."""
+    tree = pristine_copy(yolov5_dir, tmp_path / 'yolov5')
+    assert 'yolov5_mnv4' not in (tree / 'models' / 'yolo.py').read_text()
+    out = tmp_path / 'bench'
+    proc = subprocess.run([sys.executable, '-m', 'yolov5_mnv4', 'benchmark', '--quick', '--runtimes', 'torch',
+                           '--reps', '2', '--warmup', '1', '--yolov5', str(tree), '--out', str(out)],
+                          capture_output=True, text=True, env=offline, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / 'benchmark.json').read_text())
+    assert result['runtimes'] == ['torch', CHANNELS_LAST]
+    assert result['fair_ratios']['torch_320']['MNv4-Conv-S/yolov5n']['stock_layout'] in ('NCHW', 'channels-last')
+    assert 'Ours / the stock twin at its best' in proc.stdout
+    assert 'yolov5_mnv4' not in (tree / 'models' / 'yolo.py').read_text()  # registered in-process, nothing written
+
+
+def _rows(ours, nchw, channels_last):
+    """Rows of one Conv-S and its twin over len(ours) runs (ms per run), for twin_ratios."""
+    def stats(runs):
+        return {'ms': sorted(runs)[len(runs) // 2], 'runs': runs}
+    stock = {f'torch_320_{k}': v for k, v in stats(nchw).items()}
+    stock.update({f'{CHANNELS_LAST}_320_{k}': v for k, v in stats(channels_last).items()})
+    return {'MNv4-Conv-S': {'model': 'MNv4-Conv-S', **{f'torch_320_{k}': v for k, v in stats(ours).items()}},
+            'yolov5n': {'model': 'yolov5n', **stock}}
+
+
+def test_fair_ratio_takes_the_stock_model_at_its_faster_layout():
+    """Ours / the stock model in PyTorch is stated against whichever layout ran the stock model faster;
+    the ratio against each layout is kept too."""
+    for nchw, channels_last, layout in (([30, 31, 29], [24, 25, 23], 'channels-last'), ([20, 21, 19], [24, 25, 23], 'NCHW')):
+        rows = _rows([25, 26, 24], nchw, channels_last)
+        ratios = twin_ratios(rows, ['torch', CHANNELS_LAST], [320])
+        fair = fair_ratios(list(rows.values()), ratios)
+        pair = fair['torch_320']['MNv4-Conv-S/yolov5n']
+        assert pair['stock_layout'] == layout
+        expected = [a / b for a, b in zip([25, 26, 24], channels_last if layout == 'channels-last' else nchw)]
+        assert pair['runs'] == [round(r, 3) for r in expected]
+        assert list(fair) == ['torch_320']  # the channels-last key is folded into it
+
+
+def test_verdict_words():
+    assert verdict({'min': 0.95, 'max': 1.08}) == 'at parity'
+    assert verdict({'min': 0.80, 'max': 0.88}) == 'faster'
+    assert verdict({'min': 0.85, 'max': 0.95}) == 'faster'  # every run below 1, not all within the noise
+    assert verdict({'min': 1.12, 'max': 1.30}) == 'slower'
+    assert verdict({'min': 0.88, 'max': 1.23}) == 'mixed'
+    assert verdict({'min': 0.89, 'max': 1.0}) == 'mixed'  # touches 1: not every run faster

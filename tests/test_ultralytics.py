@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import (INPUT_DEPENDENCE, assert_input_dependent, calibrate_batchnorm_, fusion_and_wrong_fold, max_abs_diff,
-                     output_errors, peak_attention_, perturb_, real_images, relative_error, require, run_side_by_side)
+from helpers import (INPUT_DEPENDENCE, assert_input_dependent, calibrate_batchnorm_, fusion_and_wrong_fold,
+                     input_dependent_, max_abs_diff, output_errors, peak_attention_, perturb_, real_images, require,
+                     run_side_by_side)
 
 REPO = Path(__file__).resolve().parents[1]
 if os.environ.get('MNV4_REQUIRE_ULTRALYTICS') == '1':
@@ -36,11 +37,16 @@ ROWS = {'MobileNetV4ConvSmall': 'conv_small', 'MobileNetV4ConvMedium': 'conv_med
         'MobileNetV4ConvLarge': 'conv_large', 'MobileNetV4HybridMedium': 'hybrid_medium',
         'MobileNetV4HybridLarge': 'hybrid_large'}
 # LiteRT int8 against fp32 PyTorch, score SNR per level (P3, P4, P5), on the 1-epoch YOLO11n-Conv-S at 96 px
-# made input-dependent (ultralytics_flow.prepared_copy): measured 18.2 / 16.9 / 10.9 dB (2026-12-07,
-# docs/results/ultralytics_parity_cli.json). Against the fp32 model with a one-pixel padding shift:
-# 12.5 / 12.3 / 7.8, caught. Without its last UIB residual: 15.3 / 14.0 / 10.2, inside int8's own noise
-# at this size, so only the fp32 bounds catch that one (INT8_CAUGHT).
-INT8_SNR_DB = (15.0, 14.0, 8.0)
+# made input-dependent (ultralytics_flow.prepared_copy). int8 rounding of such a model depends on the CPU's
+# kernels: 18.2 / 16.9 / 10.9 dB with AVX-512, 13.7 / 13.7 / 7.7 on an x86 without it, where the fp32
+# model with a one-pixel padding shift scored 10.3-11.3 / 11.1-12.0 / 5.1-6.7 against the same file. So
+# the bound that tells a right int8 file from a wrong one is relative, measured in the same run: the file
+# is closer to the fp32 model it came from than to that model with the bug, by INT8_MARGIN_DB in the mean
+# over the levels (measured 4.4 dB with AVX-512, 2.5 without). INT8_FLOOR_DB only rejects a file that
+# does not follow its model at all (a random one scores near 0 dB). Without its last UIB residual the
+# model is within int8's own noise at this size, so only the fp32 bounds catch that bug (INT8_CAUGHT).
+INT8_FLOOR_DB = (10.0, 10.0, 5.0)
+INT8_MARGIN_DB = 1.0
 INT8_CAUGHT = ('same-padding',)
 # Fused against unfused: boxes relative to the largest coordinate, scores absolute. With BatchNorm
 # statistics of real images the package's deeper heads amplify the float32 rounding of the folded
@@ -53,6 +59,7 @@ FUSE_BOUND = (1e-4, 1e-3)
 PEAKED_PARITY_BOUND = 1e-3
 PARITY_BOUND = 1e-4  # as tests/test_runtimes.py on a real image: boxes relative to the largest, scores absolute
 CONTROL_MARGIN = 10  # an export compared with the PyTorch model with a deliberate bug is off by 10x the bound
+EXPORT_BOUND = (1e-4, 1e-4)  # torch.export's program against eager: boxes relative to the largest, scores absolute
 FLOWS = {'cli': 'yolo11n-mnv4-conv-s.yaml', 'trainer': 'yolo26n-mnv4-conv-s.yaml'}
 LITERT_TORCH = Path(os.environ.get('MNV4_LITERT_TORCH', REPO / '.cache' / 'litert-torch'))
 
@@ -194,19 +201,26 @@ def test_hybrid_attention_is_explicit_under_torch_export(tasks):
     copies (ExecuTorch's portable split refused mixed dim orders at run time), and the program must
     compute what eager does, with attention peaked so that layout bugs would show."""
     from ultralytics import YOLO
+    from yolov5_mnv4.attention import MobileMultiQueryAttention
     from yolov5_mnv4.layers import export_mode
-    model = perturb_(YOLO('yolo11s-mnv4-hybrid-m.yaml').model, seed=2).eval()
-    x = torch.rand(1, 3, 128, 128)
+    model = input_dependent_(perturb_(YOLO('yolo11s-mnv4-hybrid-m.yaml').model, seed=2), 128)  # peaked attention
+    x = real_images(128, 2, 'train2017')
     with torch.no_grad():
-        peak_attention_(model, x)
         model.fuse(verbose=False)
         eager = model(x)[0]
         program = torch.export.export(model, (x,))
+    assert_input_dependent(eager, EXPORT_BOUND, 'yolo11s-mnv4-hybrid-m', channels_first=True)
     ops = [str(n.target) for n in program.graph.nodes if n.op == 'call_function']
     assert not [op for op in ops if 'scaled_dot_product' in op]
     assert not [n for n in program.graph.nodes if n.kwargs.get('memory_format') == torch.channels_last]
     with torch.no_grad():
-        assert relative_error(program.module()(x)[0], eager) < 1e-4
+        boxes, scores = output_errors(program.module()(x)[0], eager, channels_first=True)
+        assert boxes <= EXPORT_BOUND[0] and scores <= EXPORT_BOUND[1], (boxes, scores)
+        # control: the program of the same model with uniform attention (queries zeroed) is out of bounds
+        for block in [m for m in model.modules() if isinstance(m, MobileMultiQueryAttention)]:
+            block.query.weight.zero_()
+        uniform = output_errors(torch.export.export(model, (x,)).module()(x)[0], eager, channels_first=True)
+        assert max(u / b for u, b in zip(uniform, EXPORT_BOUND)) >= CONTROL_MARGIN, uniform
     # control: the same export with the layers' eager form forced does record SDPA
     with export_mode(False):
         ops = [str(n.target) for n in torch.export.export(model, (x,)).graph.nodes if n.op == 'call_function']
@@ -278,7 +292,7 @@ def test_train_reload_safely_validate_predict_and_export(flows, route):
     else:  # interrupted after epoch 1 of 2, resumed from last.pt
         assert result['epochs'] == 2
     assert result['max_score'] > 0.05  # the prepared copy's scores sit where the sigmoid is steep
-    if os.environ.get('MNV4_REQUIRE_EDGE'):  # CI: LiteRT is one of the issue's three formats
+    if os.environ.get('MNV4_REQUIRE_EDGE'):  # CI: LiteRT is one of the three formats checked
         assert 'litert' in result['parity'], f'MNV4_REQUIRE_EDGE is set but {LITERT_TORCH} is missing'
     check_parity_and_controls(result)
 
@@ -292,13 +306,27 @@ def check_parity_and_controls(result, bound=PARITY_BOUND):
     for fmt, (boxes, scores) in result['parity'].items():
         assert boxes < bound and scores < bound, (fmt, boxes, scores)
     for fmt, levels in result['int8_snr_db'].items():  # LiteRT int8 against the fused fp32 PyTorch model
-        assert all(snr >= bound for snr, bound in zip(levels, INT8_SNR_DB)), (fmt, levels, INT8_SNR_DB)
+        assert all(snr >= floor for snr, floor in zip(levels, INT8_FLOOR_DB)), (fmt, levels, INT8_FLOOR_DB)
     for fmt, bugs in result['controls'].items():
         for bug, measure in bugs.items():
             if fmt not in result['int8_snr_db']:
                 assert max(measure) >= CONTROL_MARGIN * bound, (fmt, bug, measure)
             elif bug in INT8_CAUGHT:
-                assert any(snr < bound for snr, bound in zip(measure, INT8_SNR_DB)), (fmt, bug, measure)
+                assert int8_closer(result['int8_snr_db'][fmt], measure), (fmt, bug, result['int8_snr_db'][fmt], measure)
+
+
+def int8_closer(to_model, to_broken, margin=INT8_MARGIN_DB):
+    """Whether an int8 file whose score SNRs per level are `to_model` against its fp32 model and
+    `to_broken` against that model with a bug follows the model, by `margin` dB in the mean."""
+    return sum(to_model) / len(to_model) - sum(to_broken) / len(to_broken) >= margin
+
+
+def test_int8_closer_tells_the_model_from_the_broken_one():
+    """The relative bound on the SNRs measured on the machines above: the right model passes on each,
+    and swapping which model is the reference (as if the file came from the broken one) fails."""
+    for to_model, to_broken in (((18.2, 16.9, 10.9), (12.5, 12.3, 7.8)), ((13.65, 13.72, 7.72), (11.3, 12.0, 6.7))):
+        assert int8_closer(to_model, to_broken)
+        assert not int8_closer(to_broken, to_model)
 
 
 def test_hybrid_exports_with_peaked_attention_equal_pytorch(flows):

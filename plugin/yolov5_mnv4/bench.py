@@ -34,6 +34,13 @@ RUNTIMES = {'torch': ('torch', 'PyTorch'), 'onnxruntime': ('onnxruntime', 'ONNX 
 # export command does)
 PRECISIONS = {'fp16': ('ncnn', 'mnn', 'tflite'), 'int8': ('mnn', 'executorch', 'tflite')}
 ASKED_ONLY = ('tflite',)  # not in the default "every runtime installed": it imports TensorFlow (a second or more)
+# The stock models in PyTorch a second time, in channels-last memory (weights and input): our stem hands
+# channels-last activations to every later layer, YOLOv5's head and Detect included, so NCHW stock
+# models alone would compare two memory layouts, not two backbones. Ours run as shipped (key 'torch').
+CHANNELS_LAST = 'torch-channels_last'
+# Same-run ratios within this of 1 in every run are read as parity: on shared 2-CPU machines, runs of the
+# same model differ by up to ~10% (docs/benchmarks.md)
+NOISE = 0.10
 
 
 def variant(runtime, precision='fp32'):
@@ -42,9 +49,23 @@ def variant(runtime, precision='fp32'):
 
 
 def label(key):
-    """'mnn-int8' -> 'MNN int8'."""
+    """'mnn-int8' -> 'MNN int8'; 'torch-channels_last' -> 'PyTorch channels-last'."""
     runtime, _, precision = key.partition('-')
+    precision = precision.replace('_', '-')
     return RUNTIMES[runtime][1] + (f' {precision}' if precision else '')
+
+
+def with_stock_layouts(keys, names):
+    """`keys` (variant() keys) with CHANNELS_LAST after 'torch' when a stock model is among `names`."""
+    if 'torch' not in keys or CHANNELS_LAST in keys or not any(is_stock(n) for n in names):
+        return list(keys)
+    at = keys.index('torch') + 1
+    return [*keys[:at], CHANNELS_LAST, *keys[at:]]
+
+
+def is_stock(name):
+    """Whether `name` is a stock model (YOLOv5's or the Ultralytics package's twin of one of ours)."""
+    return name in STOCK or name in set(ultralytics_models().values())
 
 
 def default_runtimes(installed):
@@ -82,6 +103,16 @@ def ort_session(path, threads=THREADS):
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.add_session_config_entry('session.intra_op.allow_spinning', '0')  # idle threads must not steal
     return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+
+
+def openvino_compiled(model, threads=THREADS, **hints):
+    """`model` (a path or an openvino Model) compiled for the CPU as every benchmark here runs OpenVINO:
+    `threads` inference threads, latency mode with one stream (batch 1, one request at a time); `hints`
+    add to that (INFERENCE_PRECISION_HINT='f32')."""
+    import openvino as ov
+    core = ov.Core()
+    config = {'INFERENCE_NUM_THREADS': threads, 'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': 1, **hints}
+    return core.compile_model(core.read_model(str(model)) if isinstance(model, (str, Path)) else model, 'CPU', config)
 
 
 def interleaved(runners, reps, warmup, progress=None):
@@ -140,6 +171,8 @@ class Host:
             self.root = find_tree(tree).root
             sys.path.insert(0, str(self.root))
             self.yolo = importlib.import_module('models.yolo')
+            from .hosts.yolov5 import register
+            register(self.yolo)  # a tree never patched builds our configs too, as it loads our checkpoints
             self.stock_dir = self.root / 'models'
             self.name = f'YOLOv5 tree {self.root}'
         else:
@@ -239,9 +272,13 @@ def predictor(key, model, size, folder, threads=THREADS, calibration=None):
     runtime, _, precision = key.partition('-')
     x = torch.zeros(1, 3, size, size)
     if runtime == 'torch':
+        layout = torch.channels_last if key == CHANNELS_LAST else torch.contiguous_format
+        if key == CHANNELS_LAST:
+            model = channels_last_copy(model)  # the other runtimes export the NCHW model
+
         def predict(image):
             with torch.inference_mode():
-                return model(torch.from_numpy(image))[0].numpy()
+                return model(torch.from_numpy(image).contiguous(memory_format=layout))[0].numpy()
         return predict
     stem = f'{model.bench_name}-{size}' + (f'-{precision}' if precision else '')  # may hold dots: suffixes are added
     if runtime in ('onnxruntime', 'openvino'):
@@ -252,8 +289,7 @@ def predictor(key, model, size, folder, threads=THREADS, calibration=None):
         if runtime == 'onnxruntime':
             session = ort_session(path, threads)
             return lambda image: session.run(None, {'images': image})[0]
-        import openvino as ov
-        request = ov.Core().compile_model(str(path), 'CPU', {'INFERENCE_NUM_THREADS': threads}).create_infer_request()
+        request = openvino_compiled(path, threads, INFERENCE_PRECISION_HINT='f32').create_infer_request()
         return lambda image: np.asarray(request.infer({0: image})[0])
     if runtime == 'tflite':
         from .export.tflite import TFLiteModel
@@ -283,6 +319,20 @@ def predictor(key, model, size, folder, threads=THREADS, calibration=None):
     return lambda image: np.asarray(loaded(image))
 
 
+def channels_last_copy(model):
+    """A copy of `model` with its 4-D weights in channels-last memory: what `.to(memory_format=
+    torch.channels_last)` does to a YOLOv5 model, without YOLOv5's `_apply`, which also maps Detect's
+    cached 5-D grids and fails on them. Attributes the benchmark hung on it (`bench_*`) are shared."""
+    import copy
+
+    import torch
+    model = copy.deepcopy(model, {id(v): v for k, v in vars(model).items() if k.startswith('bench_')})
+    for p in model.parameters():
+        if p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+    return model
+
+
 def tflite_file(keras_model, path, precision='', calibration=None):
     """A .tflite of `keras_model` on TFLite's builtin operators: fp32 weights (''), fp16 weights
     (export.py's default) or int8 with the attention's matmuls and softmax in float (the export
@@ -296,8 +346,11 @@ def tflite_file(keras_model, path, precision='', calibration=None):
 
 
 def supports(key, model):
-    """Whether the runtime of `key` can run `model` here: TFLite only for YOLOv5-host models (the
-    Ultralytics package's TFLite export goes through onnx2tf, outside this benchmark)."""
+    """Whether `key` is measured for `model` here: TFLite only for YOLOv5-host models (the Ultralytics
+    package's TFLite export goes through onnx2tf, outside this benchmark); channels-last only for the
+    stock models (ours run channels-last as shipped)."""
+    if key == CHANNELS_LAST:
+        return getattr(model, 'bench_stock', False)
     return not key.startswith('tflite') or hasattr(model, 'bench_keras')
 
 
@@ -312,7 +365,8 @@ def runner(key, model, size, folder, threads=THREADS, calibration=None):
 def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print, data=None, val_images=None):
     """Rows {model, params, gflops_640, <runtime>_<size>_ms, _iqr, _runs} and the same-run ratios of
     each of our models to its twin {'<runtime>_<size>': {'<ours>/<twin>': {median, min, max, runs}}}.
-    `runtimes`: variant() keys ('mnn', 'mnn-int8'); int8 calibrates on the embedded images.
+    `runtimes`: variant() keys ('mnn', 'mnn-int8', CHANNELS_LAST: see with_stock_layouts); int8 calibrates
+    on the embedded images.
     `names`: model names (OURS, STOCK) or checkpoint paths; with `data` (a YOLO data YAML), also
     <runtime>_<size>_map50 and _map for the checkpoints, on its val images."""
     import torch
@@ -331,14 +385,18 @@ def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print,
             models[name] = host.load(name) if Path(name).suffix == '.pt' else host.build(name, images)
             models[name].bench_keras = host.keras
         models[name].bench_name = export_name(name)
+        models[name].bench_stock = is_stock(name)
         rows[name] = {'model': Path(name).name if Path(name).suffix == '.pt' else name,
                       'twin': {**TWINS, **ultralytics_models()}.get(
                           name, '(checkpoint)' if Path(name).suffix == '.pt' else '(stock)'), 'params': sum(p.numel() for p in models[name].parameters()),
                       'gflops_640': round(gflops(models[name], 640), 2)}
     for size in sizes:
-        runners, calibration = {}, calibration_images(size) if any(k.endswith('-int8') for k in runtimes) else None
+        runners = {}
+        calibration = calibration_images(size) if any(k.endswith('-int8') for k in runtimes) else None
         for runtime in runtimes:
             for name, model in models.items():
+                if runtime == CHANNELS_LAST and not supports(runtime, model):
+                    continue  # ours: timed once, as shipped
                 if not supports(runtime, model):
                     log(f'skipping {name} in {label(runtime)}: not exported to it by this benchmark')
                     continue
@@ -348,7 +406,7 @@ def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print,
             items = validation_set(data, val_images)
             for runtime in runtimes:
                 for name, model in models.items():
-                    if Path(name).suffix == '.pt' and supports(runtime, model):
+                    if Path(name).suffix == '.pt' and supports(runtime, model) and runtime != CHANNELS_LAST:
                         log(f'mAP of {Path(name).name} in {label(runtime)} at {size} on {len(items)} val images')
                         map50, map_ = evaluate(predictor(runtime, model, size, folder, calibration=calibration), items, size)
                         rows[name].update({f'{runtime}_{size}_map50': round(map50, 4), f'{runtime}_{size}_map': round(map_, 4)})
@@ -356,6 +414,38 @@ def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print,
             rows[name].update({f'{runtime}_{size}_ms': round(ms, 2), f'{runtime}_{size}_iqr': round(iqr, 2),
                                f'{runtime}_{size}_runs': [round(m, 2) for m in per_run]})
     return list(rows.values()), twin_ratios(rows, runtimes, sizes)
+
+
+def fair_ratios(rows, ratios):
+    """{'<runtime>_<size>': {'<ours>/<twin>': ratio}} from twin_ratios(), one per runtime: in PyTorch
+    the ratio to the stock model in its faster layout (NCHW or channels-last, by its median there),
+    named in the ratio's 'stock_layout'. The ratios a summary leads with."""
+    by = {r['model']: r for r in rows}
+    fair = {}
+    for key, pairs in ratios.items():
+        runtime, size = key.rsplit('_', 1)
+        if runtime == CHANNELS_LAST:
+            continue
+        fair[key] = {}
+        for pair, ratio in pairs.items():
+            theirs = by[pair.split('/')[1]]
+            cl = ratios.get(f'{CHANNELS_LAST}_{size}', {}).get(pair)
+            if runtime == 'torch' and cl is not None:
+                faster = theirs[f'{CHANNELS_LAST}_{size}_ms'] < theirs[f'torch_{size}_ms']
+                fair[key][pair] = {**(cl if faster else ratio), 'stock_layout': 'channels-last' if faster else 'NCHW'}
+            else:
+                fair[key][pair] = ratio
+    return fair
+
+
+def verdict(ratio, noise=NOISE):
+    """What a same-run ratio ({min, max}) of ours to the stock model says: 'at parity' when every run
+    lies within `noise` of 1, else 'faster' / 'slower' when every run is below / above 1, else 'mixed'."""
+    if 1 - noise <= ratio['min'] and ratio['max'] <= 1 + noise:
+        return 'at parity'
+    if ratio['max'] < 1:
+        return 'faster'
+    return 'slower' if ratio['min'] > 1 else 'mixed'
 
 
 def calibration_images(size):
@@ -393,15 +483,17 @@ def export_name(name):
 def twin_ratios(rows, runtimes, sizes, pairs=None):
     """{'<runtime>_<size>': {'<ours>/<theirs>': {median, min, max, runs}}}: each run's latency ratio of
     two models timed interleaved in that run, and the median and range over the runs; for `pairs`
-    (default: each of our models and its stock twin) where both were measured. `rows`: by model name."""
+    (default: each of our models and its stock twin) where both were measured. `rows`: by model name.
+    Under CHANNELS_LAST the stock model's channels-last time divides ours as shipped ('torch')."""
     ratios = {}
     for size in sizes:
         for runtime in runtimes:
             key = f'{runtime}_{size}'
             ratios[key] = {}
+            mine = f'torch_{size}' if runtime == CHANNELS_LAST else key  # ours: as shipped
             for ours, theirs in pairs or [*TWINS.items(), *ultralytics_models().items()]:
-                if ours in rows and theirs in rows and f'{key}_runs' in rows[ours]:
-                    per_run = [round(a / b, 3) for a, b in zip(rows[ours][f'{key}_runs'], rows[theirs][f'{key}_runs'])]
+                if ours in rows and theirs in rows and f'{mine}_runs' in rows[ours] and f'{key}_runs' in rows[theirs]:
+                    per_run = [round(a / b, 3) for a, b in zip(rows[ours][f'{mine}_runs'], rows[theirs][f'{key}_runs'])]
                     ratios[key][f'{ours}/{theirs}'] = {'median': round(statistics.median(per_run), 3),
                                                        'min': min(per_run), 'max': max(per_run), 'runs': per_run}
     return ratios

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..hosts.yolov5_tree import ApplyError, apply
+from ..hosts.yolov5_tree import ApplyError, apply, numpy_conflict
 
 
 def main(argv=None, prog='yolov5-mnv4-apply'):
@@ -34,6 +34,9 @@ def main(argv=None, prog='yolov5-mnv4-apply'):
         print(f'yolov5-mnv4 {action} in {args.yolov5}: ' + ', '.join(outcome.changed))
     else:
         print(f'yolov5-mnv4 already {action} in {args.yolov5}: nothing to change')
+    conflict = None if args.revert else numpy_conflict(args.yolov5)
+    if conflict:
+        print(f'{prog}: warning: {conflict}', file=sys.stderr)
     for backup in outcome.backups:
         print(f'{prog}: saved your version of {backup[:-len(Path(backup).suffix)]} as {backup}')
     for rel in outcome.kept:

@@ -39,7 +39,8 @@ def table(rows, ratios, runtimes, sizes):
             header.append(f'{bench.label(runtime)} ms (IQR)')
             for r in rows:
                 ms = r.get(f'{runtime}_{size}_ms')
-                cells[r['model']].append('-' if ms is None else f'{ms:.1f} ({r[f"{runtime}_{size}_iqr"]:.1f})')
+                cells[r['model']].append(f'{ms:.1f} ({r[f"{runtime}_{size}_iqr"]:.1f})' if ms is not None else
+                                         'as PyTorch' if runtime == bench.CHANNELS_LAST else '-')
             if any(f'{runtime}_{size}_map50' in r for r in rows):
                 columns += [f'{runtime}_{size}_map50', f'{runtime}_{size}_map']
                 header.append(f'{bench.label(runtime)} mAP50 / mAP50-95')
@@ -56,6 +57,24 @@ def table(rows, ratios, runtimes, sizes):
             ratio_lines.append(f'| {bench.label(runtime)}, {size} | {pair} | {r["median"]:.2f} '
                                f'({r["min"]:.2f}-{r["max"]:.2f}) |')
     return lines, ratio_lines, columns
+
+
+def summary(fair, sizes):
+    """Markdown lines: each of our models against its stock twin in every runtime and size, the stock
+    model at its best (bench.fair_ratios), with what each ratio says (bench.verdict)."""
+    runtimes = list(dict.fromkeys(key.rsplit('_', 1)[0] for key in fair))
+    pairs = list(dict.fromkeys(pair for key in fair for pair in fair[key]))
+    header = ['runtime', *(f'{pair.replace("MNv4-", "").replace("/", " / ")}, {size}' for pair in pairs for size in sizes)]
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for runtime in runtimes:
+        cells = [bench.label(runtime)]
+        for pair in pairs:
+            for size in sizes:
+                r = fair.get(f'{runtime}_{size}', {}).get(pair)
+                layout = f', against {r["stock_layout"]}' if r and 'stock_layout' in r else ''
+                cells.append('-' if r is None else f'{r["median"]:.2f} ({r["min"]:.2f}-{r["max"]:.2f}) {bench.verdict(r)}{layout}')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
 
 
 def main(argv=None, prog='yolov5-mnv4 benchmark'):
@@ -119,7 +138,7 @@ def main(argv=None, prog='yolov5-mnv4 benchmark'):
             print(f'{prog}: {precision} is not offered here in {", ".join(left_out)}')
     if not variants:
         parser.error(f'none of {", ".join(args.runtimes)} is offered at {", ".join(args.precisions)}')
-    args.runtimes = variants
+    args.runtimes = bench.with_stock_layouts(variants, args.models)
     args.out.mkdir(parents=True, exist_ok=True)
     host = bench.Host(args.yolov5)
     print(f'{prog}: {", ".join([*args.models, *(w.name for w in args.weights)])} in {", ".join(bench.label(r) for r in args.runtimes)} at '
@@ -134,7 +153,11 @@ def main(argv=None, prog='yolov5-mnv4 benchmark'):
     machine = bench.machine_line()
     header = [f'{time.strftime("%Y-%m-%d")}, {machine}; yolov5-mnv4 {__version__}; fused models, batch 1; '
               f'{args.runs} run(s) of {args.reps} interleaved rounds after {args.warmup} warm-ups; ms (IQR)']
-    text = '\n'.join([*header, '', *lines, *ratio_lines]) + '\n'
+    fair = bench.fair_ratios(rows, ratios)
+    overview = [] if not any(fair.values()) else [
+        '', f'Ours / the stock twin at its best (in PyTorch its faster layout); "at parity" when every run is '
+        f'within {bench.NOISE:.0%} of 1:', '', *summary(fair, args.sizes)]
+    text = '\n'.join([*header, '', *lines, *ratio_lines, *overview]) + '\n'
     (args.out / 'benchmark.md').write_text(text)
     with open(args.out / 'benchmark.csv', 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction='ignore')
@@ -143,7 +166,7 @@ def main(argv=None, prog='yolov5-mnv4 benchmark'):
     result = {'command': f'yolov5-mnv4 benchmark {" ".join(sys.argv[2:] if argv is None else argv)}'.strip(),
               'date': time.strftime('%Y-%m-%d'), 'machine': machine, 'host': host.name, 'sizes': args.sizes,
               'runtimes': args.runtimes, 'runs': args.runs, 'reps': args.reps, 'warmup': args.warmup, 'rows': rows,
-              'ratios': ratios}
+              'ratios': ratios, 'fair_ratios': fair}
     (args.out / 'benchmark.json').write_text(json.dumps(result, indent=1) + '\n')
     bench.plot(rows, args.runtimes, max(args.sizes), args.out / 'latency_vs_gflops.png',
                f'MobileNetV4 detectors and their stock twins ({machine.split(",")[0]})')

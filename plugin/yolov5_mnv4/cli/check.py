@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..hosts.yolov5_tree import ApplyError, find_tree, is_tree
+from ..hosts.yolov5_tree import ApplyError, find_tree, is_tree, numpy_conflict
 
 # (what a user knows it as, import name, distribution name)
 RUNTIMES = (
@@ -70,6 +70,9 @@ def report(tree=None):
         try:
             found = find_tree(tree)
             lines.append(f'YOLOv5 tree   {found.root}: {found.version}; {hook_state(found)}')
+            conflict = numpy_conflict(found.root)
+            if conflict:
+                lines.append(f'warning       {conflict}')
         except ApplyError as err:
             lines.append(f'YOLOv5 tree   {err}')
     for label, import_name, dist in RUNTIMES:

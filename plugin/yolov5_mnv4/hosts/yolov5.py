@@ -45,6 +45,7 @@ Other modules know YOLOv5's formats without patching anything, each for one reas
 import contextlib
 import functools
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -54,6 +55,7 @@ from .import_hook import register_if_loaded, register_on_import
 from .registration import host_logger, is_registered, mark, require_names
 from .rows import STAGE_MODULE, expand_stage_rows
 from .stage import BackboneStage, load_pretrained_backbones
+from .yolov5_tree import numpy_conflict
 
 YOLOV5_BN_EPS = 1e-3  # what YOLOv5's initialize_weights gives every BatchNorm
 
@@ -195,6 +197,9 @@ def register(yolo):
         original_init(model)
         load_pretrained_backbones(model, log)
 
+    conflict = numpy_conflict(Path(yolo.__file__).resolve().parents[1])
+    if conflict:
+        log.warning(f'yolov5-mnv4: warning: {conflict}')
     yolo.parse_model = mark(parse_model, original_parse)
     yolo.initialize_weights = initialize_weights
     yolo.BaseModel.fuse = fuse

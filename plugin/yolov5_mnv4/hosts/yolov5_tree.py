@@ -157,6 +157,23 @@ def tree_version(root):
     return 'v7.0 (no .git; utils/general.py does not import the ultralytics package)'
 
 
+def numpy_conflict(root):
+    """A one-line warning with the fix when the YOLOv5 code at `root` calls `np.trapz` and the numpy
+    installed here no longer has it (removed in numpy 2.4): val.py, and so train.py's first validation
+    with a detection, would stop with an AttributeError. None when they agree."""
+    import importlib.util
+    metrics = Path(root) / 'utils' / 'metrics.py'
+    if not metrics.is_file() or 'np.trapz(' not in metrics.read_text(errors='replace'):
+        return None
+    if importlib.util.find_spec('numpy') is None:
+        return None
+    import numpy
+    if hasattr(numpy, 'trapz'):
+        return None
+    return (f'the YOLOv5 code in {root} calls np.trapz, which numpy {numpy.__version__} no longer has (removed in '
+            f"2.4): val.py and train.py's validation stop at the first detection; pip install 'numpy<2.4'")
+
+
 def check_tree(root):
     """Raise ApplyError unless `root` is a YOLOv5 checkout we can patch; return models/yolo.py's text."""
     tree = find_tree(root)
