@@ -696,7 +696,7 @@ def controls_table(data):
              'int8 TFLite': 'TFLite int8', 'int8 TFLite float attention': 'TFLite int8, float attention (Hybrid-M)',
              'int8': 'MNN and ExecuTorch int8', 'ncnn': 'NCNN fp32', 'mnn': 'MNN fp32', 'executorch': 'ExecuTorch fp32',
              'Keras stage': 'Keras stages against PyTorch', 'ONNX attention branch': 'ONNX attention branches',
-             'timm attention branch': "attention branches against timm's"}
+             'timm attention branch': "attention branches against timm's", 'timm features': "features against timm's"}
     lines = ['| check | broken copy | measured | bound | fails |', '|---|---|---|---|---|']
     for key, r in _under(data, 'control/').items():
         check, bug = key.split('/')
@@ -704,6 +704,8 @@ def controls_table(data):
             branch = f', attention branch {_sci(r["branch"])}' if r['variant'].startswith('hybrid') else ''
             measured = f'stage {_sci(r["stage"])}{branch} ({r["variant"]})'
             bound = f'stage {_bound(r["stage_bound"])}, branch {_bound(r["branch_bound"])}'
+        elif 'features_bound' in r:
+            measured, bound = f'features {_sci(r["features"])} ({r["variant"]})', _bound(r['features_bound'])
         elif 'branch_bound' in r:
             measured, bound = f'attention branch {_sci(r["branch"])} ({r["variant"]})', _bound(r['branch_bound'])
         elif 'worst' in r:
@@ -711,8 +713,8 @@ def controls_table(data):
         elif 'snr' in r:
             measured, bound = _snr(r), r['bound_db']
             if isinstance(bound, dict):
-                bound = ', '.join(f'{fmt} {db:.0f} dB' for fmt, db in bound.items()) + ' on every level; recall ' \
-                    f'{r["recall_bound"]}, precision {r["precision_bound"]}'
+                bound = ', '.join(f'{fmt} {db:.0f} dB' for fmt, db in bound.items()) + ' on every level' + (
+                    f'; recall {r["recall_bound"]}, precision {r["precision_bound"]}' if 'recall_bound' in r else '')
             elif isinstance(bound, list):
                 bound = ' / '.join(f'{db:.0f}' for db in bound) + ' dB'
             else:

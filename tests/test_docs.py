@@ -21,7 +21,7 @@ REQUIRED_BLOCKS = {'README.md': {'benchmark.json headline', 'benchmark_command.j
                    'docs/ultralytics.md': {'ultralytics_parity_*.json parity'}}
 # Project-internal talk that user-facing docs and result files must not carry: performance targets and
 # their verdicts, machines on loan, superseded runs and tests, the work tracker; code and tests only the last.
-ISSUE_TALK = r'\bissues? ?#?\d+\b|\bthe issue\b|\bMISSED\b'
+ISSUE_TALK = r'\bissues? ?#?\d+\b|\bthe issue\b|(?-i:\bMISSED\b)'
 INTERNAL = re.compile(r'\(target|\btargets?\s*(?:<=|\d)|\blent\b|\bold test\b|\bearlier run\b|\bmachines? we tried\b|'
                       + ISSUE_TALK, re.I)
 RESULT_FILES = sorted((REPO / 'docs' / 'results').glob('*.md'))
@@ -91,7 +91,8 @@ def test_the_internal_talk_patterns_catch_what_they_are_for():
     for text in ('Conv-S/yolov5n @320 (target <= 0.8): 0.95  MISSED: tflite_int8', 'targets 0.8', 'as issue 11 found',
                  'the issue measured', 'the GPU machine we tried', 'on a lent machine', 'an earlier run'):
         assert INTERNAL.search(text), text
-    for text in ('open an issue with the output of yolov5-mnv4 check', 'the target runtime', 'Conv-S / yolov5n 0.95'):
+    for text in ('open an issue with the output of yolov5-mnv4 check', 'the target runtime', 'Conv-S / yolov5n 0.95',
+                 'missed = detections it did not find'):
         assert not INTERNAL.search(text), text
 
 

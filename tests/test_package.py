@@ -259,15 +259,17 @@ def test_installed_wheel_benchmarks_conv_s_against_yolov5n(installed, offline, t
     assert 'models from PyPI yolov5' in proc.stdout and 'round 13/13' in proc.stdout  # where from; progress
     result = json.loads((out / 'benchmark.json').read_text())
     assert [r['model'] for r in result['rows']] == ['MNv4-Conv-S', 'yolov5n']
-    assert set(result['ratios']) == {'torch_320', 'onnxruntime_320'}
+    assert set(result['ratios']) == {'torch_320', 'torch-channels_last_320', 'onnxruntime_320'}  # yolov5n in both layouts
+    assert set(result['fair_ratios']) == {'torch_320', 'onnxruntime_320'}
     for pairs in result['ratios'].values():
         assert list(pairs) == ['MNv4-Conv-S/yolov5n'] and all(0.2 < r['median'] < 5 for r in pairs.values())
     rows = list(csv.DictReader((out / 'benchmark.csv').open()))
     assert [r['model'] for r in rows] == ['MNv4-Conv-S', 'yolov5n'] and rows[0]['twin'] == 'yolov5n'
     assert float(rows[0]['onnxruntime_320_ms']) > 0 and int(rows[1]['params']) == 1_867_405  # yolov5n, fused
     text = (out / 'benchmark.md').read_text()
-    ratio_rows = [line for line in text.splitlines() if line.startswith('| PyTorch, 320') or line.startswith('| ONNX Runtime, 320')]
-    assert len(ratio_rows) == 2 and all('MNv4-Conv-S/yolov5n' in line for line in ratio_rows), text
+    ratio_rows = [line for line in text.splitlines() if line.startswith(('| PyTorch, 320', '| PyTorch channels-last, 320',
+                                                                          '| ONNX Runtime, 320'))]
+    assert len(ratio_rows) == 3 and all('MNv4-Conv-S/yolov5n' in line for line in ratio_rows), text
     png = (out / 'latency_vs_gflops.png').read_bytes()
     assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 10_000
     from yolov5_mnv4 import __version__

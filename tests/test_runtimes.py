@@ -45,7 +45,10 @@ INT8_FORMATS = {'mnn': 'best-int8.mnn', 'executorch': 'best-int8.pte'}
 # 22.9 / 21.9 / 11.6 (the last), 26.4 / 25.6 / 15.6 (the 6th of 10: subtler than MNN's rounding at
 # P5, so only ExecuTorch's bound catches it).
 INT8_SNR_DB = {'mnn': 14.0, 'executorch': 24.0}
-INT8_RECALL, INT8_PRECISION = 0.25, 0.5
+# Recall and precision of the int8 detections against fp32's are recorded, not bounded: this model finds
+# ~25 boxes on the 32 images (mAP50 0.004), so they move with the CPU's int8 kernels (MNN's recall: 0.32
+# on an AMD EPYC, 0.24 on an Intel Xeon, both with AVX-512) and no broken model was shown to fail them.
+# The int8 work's detecting testbed will bound them.
 
 
 @pytest.fixture(scope='module')
@@ -217,9 +220,7 @@ def check_int8(outputs, refs, detect, size, fmt, what):
     against its fused fp32 model."""
     measured = int8_measures(outputs, refs, detect, size, what)
     assert measured['boxes'] >= 20, 'the trained model should find boxes on these images'
-    bounds = {'score SNR': min(measured['snr']) < INT8_SNR_DB[fmt], 'recall': measured['recall'] < INT8_RECALL,
-              'precision': measured['precision'] < INT8_PRECISION}
-    return measured, [name for name, failed in bounds.items() if failed]
+    return measured, ['score SNR'] if min(measured['snr']) < INT8_SNR_DB[fmt] else []
 
 
 @pytest.fixture(scope='module')
@@ -258,5 +259,4 @@ def test_int8_bounds_reject_broken_fp32_copies(yolo, exports, int8_reference, bu
     print(f'{bug} against {fmt}\'s bounds: fails {failed}')
     assert failed, measured
     record(f'control/int8/{bug}', **measured,
-           bound_db={f: INT8_SNR_DB[f] for f in INT8_FORMATS if (bug, f) != ('sixth-residual', 'mnn')},
-           recall_bound=INT8_RECALL, precision_bound=INT8_PRECISION)
+           bound_db={f: INT8_SNR_DB[f] for f in INT8_FORMATS if (bug, f) != ('sixth-residual', 'mnn')}, fails=failed)

@@ -217,7 +217,7 @@ x = real_images(64, 2, 'train2017')
 
 def keras_outputs(model):
     keras_model = tfm.TFModel(cfg=model.yaml, model=model, nc=80, imgsz=(64, 64))
-    ys = [keras_model.predict(im[None].permute(0, 2, 3, 1).numpy(), verbose=0) for im in x]
+    ys = [keras_model.predict(im[None].permute(0, 2, 3, 1).numpy()) for im in x]
     return np.concatenate([to_torch_layout((y[0] if isinstance(y, (list, tuple)) else y).numpy(), model.stride, 3,
                                            (64, 64)) for y in ys])
 
@@ -473,10 +473,10 @@ def check_int8_fidelity(outputs, refs, detect, what):
     assert ref_boxes >= 30, 'the trained model should find boxes on these images'
     measured = dict(snr=snr, recall=recall, precision=precision, boxes=ref_boxes, bound_db=INT8_SCORE_SNR_DB,
                     images=len(refs), size=IMG)
-    # recall / precision measured 0.42 / 0.21 on the shipped images: a weak model's scores sit at the
-    # threshold, where int8's small shifts move boxes across it (no control fails these yet).
-    bounds = {'score SNR': min(snr) < INT8_SCORE_SNR_DB, 'mean score error': score_error >= 0.005,
-              'recall': recall < 0.25, 'precision': precision < 0.08}
+    # recall / precision (0.42 / 0.21 on the shipped images) are recorded, not bounded: a weak model's
+    # scores sit at the threshold, where int8's small shifts move boxes across it, differently on each
+    # CPU, and no broken model was shown to fail them; the int8 work's detecting testbed will bound them.
+    bounds = {'score SNR': min(snr) < INT8_SCORE_SNR_DB, 'mean score error': score_error >= 0.005}
     return measured, [name for name, failed in bounds.items() if failed]
 
 

@@ -7,7 +7,8 @@ attention branch against its own size; a negative control shows that the bound s
 import pytest
 import torch
 
-from helpers import max_abs_diff, peak_attention_, perturb_, relative_error, require, residual_branches
+from helpers import (INPUT_DEPENDENCE, drop_residuals_, max_abs_diff, peak_attention_, perturb_, relative_error, require,
+                     residual_branches)
 from yolov5_mnv4 import VARIANTS, MobileNetV4
 from yolov5_mnv4.attention import MobileMultiQueryAttention
 from yolov5_mnv4.timm_weights import WeightMappingError, convert_timm_state_dict, timm_key_map
@@ -15,6 +16,8 @@ from yolov5_mnv4.timm_weights import WeightMappingError, convert_timm_state_dict
 timm = require('timm')
 
 BRANCH_BOUND = 1e-4  # max abs error of each attention branch over its own max (measured ~1e-6)
+FEATURES_BOUND = 1e-5  # max abs error of the /4../32 features (measured ~1e-6)
+CONTROL_MARGIN = 10  # a control (a deliberate bug) is off by this many times the bound
 CASES = [(v, 'perturbed') for v in VARIANTS] + [(v, 'peaked') for v in VARIANTS if v.startswith('hybrid')]
 
 
@@ -58,11 +61,26 @@ def compare(reference, ours, x):
 def test_features_equal_timm(pair, record, request):
     name, reference, ours, x = pair
     features, branch, blocks = compare(reference, ours, x)
-    record(f'stage/timm/{request.node.callspec.id}', features=features, branch=branch, features_bound=1e-5,
-           branch_bound=BRANCH_BOUND)
-    print(f'{name}: features max abs {features:.2g}, attention branches ({blocks}) worst relative {branch:.2g}')
-    assert features < 1e-5
+    with torch.no_grad():  # the features of another input: the bound means something only if they move far more
+        change = max_abs_diff(ours(x), ours(torch.roll(x, shifts=(37, 53), dims=(2, 3))))
+    print(f'{name}: features max abs {features:.2g}, attention branches ({blocks}) worst relative {branch:.2g}; '
+          f'features move {change:.2g} with the input')
+    assert change >= INPUT_DEPENDENCE * FEATURES_BOUND
+    assert features < FEATURES_BOUND
     assert branch <= BRANCH_BOUND
+    record(f'stage/timm/{request.node.callspec.id}', features=features, branch=branch, features_bound=FEATURES_BOUND,
+           branch_bound=BRANCH_BOUND)
+
+
+def test_features_bound_rejects_a_dropped_residual(record):
+    """Negative control for the features bound: our Conv-S without its last UIB residual, against timm's."""
+    reference, ours, x = timm_pair('conv_small', 'perturbed')
+    drop_residuals_(ours, -1)
+    features, _, _ = compare(reference, ours, x)
+    print(f'last residual dropped: features max abs {features:.2g}')
+    assert features >= CONTROL_MARGIN * FEATURES_BOUND
+    record('control/timm features/last-residual', features=features, features_bound=FEATURES_BOUND,
+           variant='conv_small (perturbed)', fails=['features'])
 
 
 def test_bound_rejects_a_doubled_attention_scale(monkeypatch, record):

@@ -57,9 +57,12 @@ FUSE_BOUND = (1e-4, 1e-3)
 # The exports of that model against PyTorch, as rounding goes the same way: measured 1.6e-5 to 4.3e-5
 # boxes, 5.7e-5 to 2.2e-4 scores over three runs; the controls' deliberate bugs move them by 0.5 and more.
 PEAKED_PARITY_BOUND = 1e-3
+# torch.export's program against eager, boxes relative to the largest and scores absolute, on YOLO11s-Hybrid-M
+# with BatchNorm statistics of real images and peaked attention: measured 1.6e-5 / 1.1e-4 (the scores as
+# rounding-sensitive as in FUSE_BOUND); with uniform attention the program is off by far more.
+EXPORT_BOUND = (1e-4, PEAKED_PARITY_BOUND)
 PARITY_BOUND = 1e-4  # as tests/test_runtimes.py on a real image: boxes relative to the largest, scores absolute
 CONTROL_MARGIN = 10  # an export compared with the PyTorch model with a deliberate bug is off by 10x the bound
-EXPORT_BOUND = (1e-4, 1e-4)  # torch.export's program against eager: boxes relative to the largest, scores absolute
 FLOWS = {'cli': 'yolo11n-mnv4-conv-s.yaml', 'trainer': 'yolo26n-mnv4-conv-s.yaml'}
 LITERT_TORCH = Path(os.environ.get('MNV4_LITERT_TORCH', REPO / '.cache' / 'litert-torch'))
 
