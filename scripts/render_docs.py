@@ -141,6 +141,11 @@ def conflicts(results=RESULTS):
     STATED.clear()
     for path in DOCS:
         rendered(path.read_text(), results)
+    return stated_differently()
+
+
+def stated_differently():
+    """conflicts() among the ratios the last rendering of every document stated (STATED)."""
     return [(*key, values) for key, values in STATED.items() if len(values) > 1]
 
 
@@ -339,11 +344,6 @@ def _markdown_rows(text):
         elif not set(''.join(cells)) <= set('-: '):
             rows.append(dict(zip(header, cells)))
     return rows
-
-
-def _median(cell):
-    """'13.0 ±4.3' -> 13.0"""
-    return float(cell.split()[0])
 
 
 EDGE_RATIO_PAIRS = [('MNv4-Conv-S', 'yolov5n'), ('MNv4-Conv-S-ReLU', 'yolov5n'), ('MNv4-Conv-M', 'yolov5s'),
@@ -839,8 +839,10 @@ def rendered(text, results=RESULTS):
 
 
 def stale_blocks():
-    """[(file, block) of every generated block whose text differs from what its result file gives]."""
+    """[(file, block) of every generated block whose text differs from what its result file gives]; the
+    ratios the blocks state are left in STATED (stated_differently)."""
     stale = []
+    STATED.clear()
     for path in DOCS:
         text = path.read_text()
         new = rendered(text)
@@ -855,7 +857,8 @@ def main(argv=None):
     parser.add_argument('--check', action='store_true', help='change nothing; exit 1 if a block is out of date')
     args = parser.parse_args(argv)
     if args.check:
-        stale, disagree = stale_blocks(), conflicts()
+        stale = stale_blocks()
+        disagree = stated_differently()  # of the same rendering
         for path, block in stale:
             print(f'{path}: the block "{block}" differs from docs/results (python scripts/render_docs.py)')
         for pair, runtime, size, values in disagree:

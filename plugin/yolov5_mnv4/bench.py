@@ -395,10 +395,9 @@ def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print,
         calibration = calibration_images(size) if any(k.endswith('-int8') for k in runtimes) else None
         for runtime in runtimes:
             for name, model in models.items():
-                if runtime == CHANNELS_LAST and not supports(runtime, model):
-                    continue  # ours: timed once, as shipped
                 if not supports(runtime, model):
-                    log(f'skipping {name} in {label(runtime)}: not exported to it by this benchmark')
+                    if runtime != CHANNELS_LAST:  # ours are timed once, as shipped: nothing to say
+                        log(f'skipping {name} in {label(runtime)}: not exported to it by this benchmark')
                     continue
                 log(f'preparing {name} in {label(runtime)} at {size}')
                 runners[(name, runtime)] = runner(runtime, model, size, folder, calibration=calibration)
@@ -406,7 +405,7 @@ def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print,
             items = validation_set(data, val_images)
             for runtime in runtimes:
                 for name, model in models.items():
-                    if Path(name).suffix == '.pt' and supports(runtime, model) and runtime != CHANNELS_LAST:
+                    if Path(name).suffix == '.pt' and supports(runtime, model):
                         log(f'mAP of {Path(name).name} in {label(runtime)} at {size} on {len(items)} val images')
                         map50, map_ = evaluate(predictor(runtime, model, size, folder, calibration=calibration), items, size)
                         rows[name].update({f'{runtime}_{size}_map50': round(map50, 4), f'{runtime}_{size}_map': round(map_, 4)})
