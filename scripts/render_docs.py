@@ -817,7 +817,71 @@ def weight_layouts_table(result):
     return '\n'.join(lines) + '\n'
 
 
-RENDERERS = {'tensorrt': tensorrt_line, 'rknn': rknn_table, 'ultralytics-configs': ultralytics_config_table, 'val': val_table, 'stages': stage_table, 'weight-layouts': weight_layouts_table, 'hybrid-int8': hybrid_int8, 'command-tables': command_tables, 'task-ratios': task_ratios, 'p2-cost': p2_cost, 'hybrid-init': hybrid_init_table, 'edge-runtime-ratios': edge_runtime_ratios, 'formats': format_table, 'runtime-parity': runtime_parity_table, 'executorch-outside': executorch_outside_table, 'controls': controls_table, 'configs': config_table, 'backbones': backbones_line, 'layers': layers_line, 'int8-attention': int8_attention_rows, 'speedup': int8_attention_speedup, 'edge-ratios': edge_ratios, 'runtimes': runtimes_table, 'startup': startup_cost, 'timm': timm_weights_table, 'headline': headline, 'speed-summary': speed_summary, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
+QAT_ROUTES = ['fp32', 'PTQ int8', 'fp32 fine-tune', 'QAT int8']
+QAT_BASELINE = {'PTQ int8': 'fp32', 'QAT int8': 'fp32 fine-tune'}  # what each int8 route is a share of
+MLPERF_SHARE = 0.98  # MLPerf Mobile asks int8 models for 98% of fp32 accuracy
+
+
+def qat_table(results):
+    """One table per testbed model (qat_*.json, written by `yolov5-mnv4 qat --compare --json`): mAP50-95
+    and mAP50 of each route in each runtime; each int8 route as a share of the fp32 model it comes from
+    (PTQ: the checkpoint; QAT: the fp32 fine-tune of the same schedule, in PyTorch); the latency of each
+    file in the same run; then one line per model saying where int8 keeps 98%."""
+    lines = []
+    for name, result in sorted(results.items()):
+        rows = result['rows']
+        base = {route: next((r for r in rows if r['route'] == route and r['runtime'] == 'PyTorch'), None)
+                for route in ('fp32', 'fp32 fine-tune')}
+        model = Path(result['weights']).stem
+        lines += [f'**{model}** ({result["val_images"]} training images at {result["imgsz"]}; QAT and the fp32 '
+                  f'fine-tune: {_schedule(result["schedule"])})', '',
+                  '| route | runtime | mAP50-95 | mAP50 | share of its fp32 | ms |', '|---|---|---|---|---|---|']
+        kept = {}
+        for r in sorted(rows, key=lambda r: (QAT_ROUTES.index(r['route']), r['runtime'] != 'PyTorch', r['runtime'])):
+            ref = base.get(QAT_BASELINE.get(r['route'], ''))
+            share = r['mAP50-95'] / ref['mAP50-95'] if ref and ref['mAP50-95'] else None
+            if share is not None and r['runtime'] != 'PyTorch':
+                kept.setdefault(r['route'], []).append((r['runtime'], share))
+            ms = f'{r["latency_ms"]:.1f}' if r.get('latency_ms') else ''
+            lines.append(f'| {r["route"]} | {r["runtime"]} | {r["mAP50-95"]:.3f} | {r["mAP50"]:.3f} | '
+                         f'{f"{share:.1%}" if share is not None else ""} | {ms} |')
+        if result.get('note'):
+            lines += ['', f'({result["note"]}.)']
+        lines += ['', '; '.join(f'{route} keeps ' + ', '.join(f'{share:.1%} in {runtime}' for runtime, share in shares)
+                                + f' of {QAT_BASELINE[route]} mAP50-95 ('
+                                + ('98% met' if all(s >= MLPERF_SHARE for _, s in shares) else '98% not met') + ')'
+                                for route, shares in kept.items()) + '.', '']
+    return '\n'.join(lines)
+
+
+def _schedule(s):
+    steps = f'{s["steps"]} steps' if s.get('steps') else f'{s["epochs"]} epochs'
+    return f'{steps}, batch {s["batch"]}, AdamW lr {s["lr"]:g}, observers and BatchNorm frozen after {s["freeze_at"]:.0%}'
+
+
+PTQ_RUNTIMES = [('torch', 'PyTorch fp32'), ('executorch-int8', 'ExecuTorch int8'), ('mnn-int8', 'MNN int8'),
+                ('tflite-int8', 'TFLite int8 (yolov5-mnv4-export)')]
+
+
+def ptq_table(result):
+    """mAP50-95 (mAP50) of each testbed checkpoint in fp32 and in each post-training int8 route of the
+    commands (int8_ptq_testbed.json: `yolov5-mnv4 benchmark --weights ... --data ... --calibration`),
+    with the share of fp32 mAP50-95 each keeps."""
+    size = result['sizes'][0]
+    columns = [(key, name) for key, name in PTQ_RUNTIMES if key in result['runtimes']]
+    lines = ['| checkpoint | ' + ' | '.join(name for _, name in columns) + ' |', '|---|' + '---|' * len(columns)]
+    for row in result['rows']:
+        fp32 = row.get(f'torch_{size}_map')
+        cells = []
+        for key, _ in columns:
+            m, m50 = row.get(f'{key}_{size}_map'), row.get(f'{key}_{size}_map50')
+            share = f', {m / fp32:.1%}' if key != 'torch' and m is not None and fp32 else ''
+            cells.append(f'{m:.3f} ({m50:.3f}){share}' if m is not None else 'not run')
+        lines.append(f'| {Path(row["model"]).stem} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+RENDERERS = {'qat': qat_table, 'ptq': ptq_table, 'tensorrt': tensorrt_line, 'rknn': rknn_table, 'ultralytics-configs': ultralytics_config_table, 'val': val_table, 'stages': stage_table, 'weight-layouts': weight_layouts_table, 'hybrid-int8': hybrid_int8, 'command-tables': command_tables, 'task-ratios': task_ratios, 'p2-cost': p2_cost, 'hybrid-init': hybrid_init_table, 'edge-runtime-ratios': edge_runtime_ratios, 'formats': format_table, 'runtime-parity': runtime_parity_table, 'executorch-outside': executorch_outside_table, 'controls': controls_table, 'configs': config_table, 'backbones': backbones_line, 'layers': layers_line, 'int8-attention': int8_attention_rows, 'speedup': int8_attention_speedup, 'edge-ratios': edge_ratios, 'runtimes': runtimes_table, 'startup': startup_cost, 'timm': timm_weights_table, 'headline': headline, 'speed-summary': speed_summary, 'twins': conv_s_twins, 'parity': ultralytics_parity, 'first-table': first_table, 'tables': tables, 'table': benchmark_table, 'slowdown': int8_attention_slowdown}
 
 
 def rendered(text, results=RESULTS):

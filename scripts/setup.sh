@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything the demo and the tests need, idempotently:
-#   .venv with torch, the plugin (editable, with its test, tflite, runtimes and ultralytics extras) and
+#   .venv with torch, the plugin (editable, with its test, tflite, runtimes, qat and ultralytics extras) and
 #   YOLOv5 v7.0's requirements; litert-torch in .cache/litert-torch (scripts/litert_torch_env.sh);
 #   a YOLOv5 tree in .cache/yolov5-<ref> (git clone, or rebuilt from PyPI yolov5==7.0.14 offline);
 #   the plugin applied to that tree.
@@ -32,7 +32,7 @@ if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi
 . .venv/bin/activate
-extras=${MNV4_SETUP_EXTRAS:-test,tflite,runtimes,ultralytics}
+extras=${MNV4_SETUP_EXTRAS:-test,tflite,runtimes,qat,ultralytics}
 extras_gb=0
 if [[ ",$extras," == *,tflite,* ]] &&
    ! python -c 'import importlib.util as u, sys; sys.exit(u.find_spec("tensorflow") is None)' 2>/dev/null; then

@@ -45,6 +45,28 @@ def yolo(yolov5_dir, offline):
     return models.yolo
 
 
+TESTBED = REPO / 'tests' / 'data' / 'testbed'
+
+
+@pytest.fixture(scope='session')
+def testbed_dir(tmp_path_factory):
+    """A copy of the committed accuracy testbed (tests/data/testbed: checkpoints that detect their
+    128 training images at 320 px, and those images with their labels) with `testbed.yaml`, a data
+    YAML whose train and val splits are those images: a copy, since YOLOv5's loaders write label
+    caches beside the labels."""
+    import shutil
+
+    import yaml
+
+    from yolov5_mnv4.resources import COCO_NAMES
+    folder = tmp_path_factory.mktemp('testbed') / 'testbed'
+    shutil.copytree(TESTBED, folder)
+    (folder / 'testbed.yaml').write_text(yaml.safe_dump({
+        'path': str(folder), 'train': 'images/train2017', 'val': 'images/train2017',
+        'names': dict(enumerate(COCO_NAMES))}, sort_keys=False))
+    return folder
+
+
 # ---- measured numbers for docs/results: `MNV4_RECORD=docs/results/parity.json python -m pytest ...` ----
 RECORDS = {}
 PENDING = {}  # {test id: its records}, kept only if the test passes

@@ -17,7 +17,7 @@ REQUIRED_BLOCKS = {'README.md': {'benchmark.json headline', 'benchmark_command.j
                    'docs/benchmarks.md': {'benchmark.json table', 'benchmark_command.json command-tables',
                                           'benchmark_edge_runtimes_*.md edge-runtime-ratios'},
                    'docs/export.md': {'parity.json+benchmark_edge.md+benchmark_edge_runtimes_*.md+benchmark_command.json formats', 'parity.json runtime-parity',
-                                      'parity.json executorch-outside', 'parity.json controls'},
+                                      'parity.json executorch-outside', 'parity.json controls', 'qat_*.json qat'},
                    'docs/ultralytics.md': {'ultralytics_parity_*.json parity'}}
 # Project-internal talk that user-facing docs and result files must not carry: performance targets and
 # their verdicts, machines on loan, superseded runs and tests, the work tracker; code and tests only the last.

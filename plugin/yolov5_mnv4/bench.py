@@ -362,11 +362,12 @@ def runner(key, model, size, folder, threads=THREADS, calibration=None):
     return lambda: predict(image)
 
 
-def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print, data=None, val_images=None):
+def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print, data=None, val_images=None,
+            calibration=None):
     """Rows {model, params, gflops_640, <runtime>_<size>_ms, _iqr, _runs} and the same-run ratios of
     each of our models to its twin {'<runtime>_<size>': {'<ours>/<twin>': {median, min, max, runs}}}.
     `runtimes`: variant() keys ('mnn', 'mnn-int8', CHANNELS_LAST: see with_stock_layouts); int8 calibrates
-    on the embedded images.
+    on the embedded images, or on the first 100 images of the folder `calibration`.
     `names`: model names (OURS, STOCK) or checkpoint paths; with `data` (a YOLO data YAML), also
     <runtime>_<size>_map50 and _map for the checkpoints, on its val images."""
     import torch
@@ -392,7 +393,7 @@ def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print,
                       'gflops_640': round(gflops(models[name], 640), 2)}
     for size in sizes:
         runners = {}
-        calibration = calibration_images(size) if any(k.endswith('-int8') for k in runtimes) else None
+        calibrating = calibration_images(size, calibration) if any(k.endswith('-int8') for k in runtimes) else None
         for runtime in runtimes:
             for name, model in models.items():
                 if not supports(runtime, model):
@@ -400,14 +401,14 @@ def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print,
                         log(f'skipping {name} in {label(runtime)}: not exported to it by this benchmark')
                     continue
                 log(f'preparing {name} in {label(runtime)} at {size}')
-                runners[(name, runtime)] = runner(runtime, model, size, folder, calibration=calibration)
+                runners[(name, runtime)] = runner(runtime, model, size, folder, calibration=calibrating)
         if data is not None:
             items = validation_set(data, val_images)
             for runtime in runtimes:
                 for name, model in models.items():
                     if Path(name).suffix == '.pt' and supports(runtime, model):
                         log(f'mAP of {Path(name).name} in {label(runtime)} at {size} on {len(items)} val images')
-                        map50, map_ = evaluate(predictor(runtime, model, size, folder, calibration=calibration), items, size)
+                        map50, map_ = evaluate(predictor(runtime, model, size, folder, calibration=calibrating), items, size)
                         rows[name].update({f'{runtime}_{size}_map50': round(map50, 4), f'{runtime}_{size}_map': round(map_, 4)})
         for (name, runtime), (ms, iqr, per_run) in timed_runs(runners, runs, reps, warmup, log, f'at {size}').items():
             rows[name].update({f'{runtime}_{size}_ms': round(ms, 2), f'{runtime}_{size}_iqr': round(iqr, 2),
@@ -447,10 +448,16 @@ def verdict(ratio, noise=NOISE):
     return 'slower' if ratio['min'] > 1 else 'mixed'
 
 
-def calibration_images(size):
-    """The embedded COCO images (train and val), letterboxed to `size`: NCHW float batches in [0, 1]."""
+CALIBRATION_IMAGES = 100  # export.py --int8 calibrates on up to this many
+
+
+def calibration_images(size, folder=None):
+    """The embedded COCO images (train and val), or the first 100 images of `folder`, letterboxed to
+    `size`: NCHW float batches in [0, 1]."""
     from .export.images import letterboxed_images
     from .resources import embedded_dataset
+    if folder is not None:
+        return letterboxed_images(folder, size, CALIBRATION_IMAGES)
     root = embedded_dataset() / 'images'
     return [*letterboxed_images(root / 'train2017', size), *letterboxed_images(root / 'val2017', size)]
 
@@ -523,8 +530,8 @@ def plot(rows, runtimes, size, path, title):
 
 # ---- accuracy: mAP of each model in each runtime on the user's validation images (--data) ----
 
-def validation_set(data_yaml, limit=None):
-    """[(image path, labels (n, 5): class, x1, y1, x2, y2 in pixels)] of a YOLO data YAML's val split."""
+def validation_set(data_yaml, limit=None, split='val'):
+    """[(image path, labels (n, 5): class, x1, y1, x2, y2 in pixels)] of a YOLO data YAML's `split`."""
     import cv2
     import numpy as np
     import yaml
@@ -533,7 +540,7 @@ def validation_set(data_yaml, limit=None):
     spec = yaml.safe_load(Path(data_yaml).read_text())
     root = Path(spec.get('path') or Path(data_yaml).parent)
     root = root if root.is_absolute() else (Path(data_yaml).parent / root).resolve()
-    val = spec['val'] if isinstance(spec['val'], list) else [spec['val']]
+    val = spec[split] if isinstance(spec[split], list) else [spec[split]]
     items = []
     for image in image_files([root / v for v in val])[:limit]:
         label = Path(str(image).replace(f'{Path("/images/")}', f'{Path("/labels/")}')).with_suffix('.txt')

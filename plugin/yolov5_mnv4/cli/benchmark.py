@@ -97,6 +97,8 @@ def main(argv=None, prog='yolov5-mnv4 benchmark'):
     parser.add_argument('--weights', nargs='+', type=Path, default=[], help="trained checkpoints (train.py's best.pt) to time too")
     parser.add_argument('--data', type=Path, help='a YOLO data YAML: also mAP of each --weights checkpoint in each runtime on its val images')
     parser.add_argument('--val-images', type=int, help='with --data: only the first N val images')
+    parser.add_argument('--calibration', type=Path, help='int8: calibrate on the first 100 images of this folder '
+                        '(default: the 12 embedded COCO images)')
     parser.add_argument('--yolov5', type=Path, help='a YOLOv5 checkout to build the models in (default: the PyPI yolov5 package)')
     parser.add_argument('--out', type=Path, default=Path('runs') / 'mnv4-benchmark', help='results and cached exports')
     parser.add_argument('--version', action='version', version=f'yolov5-mnv4 {__version__}')
@@ -121,6 +123,8 @@ def main(argv=None, prog='yolov5-mnv4 benchmark'):
         parser.error('--data measures the accuracy of trained checkpoints: give them with --weights')
     if args.data is not None and not args.data.is_file():
         parser.error(f'--data {args.data}: no such file')
+    if args.calibration and not args.calibration.is_dir():
+        parser.error(f'--calibration {args.calibration}: no such folder')
     installed = bench.available_runtimes()
     if args.runtimes is None:
         args.runtimes, asked_only = bench.default_runtimes(installed)
@@ -148,7 +152,7 @@ def main(argv=None, prog='yolov5-mnv4 benchmark'):
     names = [*args.models, *map(str, args.weights)]
     rows, ratios = bench.measure(host, names, args.runtimes, args.sizes, args.runs, args.reps, args.warmup, args.out,
                                  log=lambda line: print(f'{prog}: {line}', flush=True), data=args.data,
-                                 val_images=args.val_images)
+                                 val_images=args.val_images, calibration=args.calibration)
     lines, ratio_lines, columns = table(rows, ratios, args.runtimes, args.sizes)
     machine = bench.machine_line()
     header = [f'{time.strftime("%Y-%m-%d")}, {machine}; yolov5-mnv4 {__version__}; fused models, batch 1; '

@@ -3,6 +3,7 @@
     yolov5-mnv4 apply /path/to/yolov5          register the plugin in a YOLOv5 checkout (--revert removes it)
     yolov5-mnv4 convert --cfg ... --timm ...   a YOLOv5 weights file whose backbone comes from timm
     yolov5-mnv4 export --weights best.pt ...   int8 TFLite with float attention; NCNN, MNN, ExecuTorch
+    yolov5-mnv4 qat --weights best.pt --data data.yaml ...   quantization-aware training into int8 ExecuTorch, ONNX, LiteRT
     yolov5-mnv4 demo --yolov5 /path/to/yolov5  train, validate, detect and export on the embedded data
     yolov5-mnv4 offline                        shell exports that switch off YOLOv5's network access
     yolov5-mnv4 check [--yolov5 PATH]          the environment, for a bug report
@@ -19,6 +20,7 @@ COMMANDS = {
     'apply': ('apply', 'register the plugin in a YOLOv5 checkout, or --revert it'),
     'convert': ('convert', 'write a YOLOv5 weights file whose MobileNetV4 backbone comes from timm'),
     'export': ('export', 'int8 TFLite with float attention; NCNN, MNN and ExecuTorch, checked against PyTorch'),
+    'qat': ('qat', 'quantization-aware training of a detector, then int8 ExecuTorch, ONNX and LiteRT exports'),
     'demo': ('demo', 'train, validate, detect and export an MNv4 detector on the embedded data'),
     'offline': ('offline', "print shell exports that switch off YOLOv5's network touchpoints"),
     'check': ('check', 'print the plugin, torch, YOLOv5 and runtime versions, for a bug report'),

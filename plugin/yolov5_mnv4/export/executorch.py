@@ -32,32 +32,10 @@ def export_executorch(model, im, path, calibration=None, float_modules=()):
 
 
 def quantize_pt2e(program, calibration, float_modules=()):
-    """The int8 (quantize/dequantize) graph module of an exported program, calibrated on `calibration`."""
-    import torch
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                         get_symmetric_quantization_config)
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    class Quantizer(XNNPACKQuantizer):
-        def annotate(self, graph_module):
-            # XNNPACK's quantizer annotates every cat and propagates ranges through views whatever
-            # its module filters say; dropping the annotations afterwards is what keeps a module float
-            graph_module = super().annotate(graph_module)
-            for node in graph_module.graph.nodes:
-                stack = list(node.meta.get('nn_module_stack', {}).values())
-                if stack and stack[-1][0] in float_modules:
-                    node.meta.pop('quantization_annotation', None)
-            return graph_module
-
-    images = list(calibration)
-    if not images:
-        raise ValueError('yolov5-mnv4: int8 needs calibration images; none were given')
-    quantizer = Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    prepared = prepare_pt2e(program.module(), quantizer)
-    with torch.no_grad():
-        for im in images:
-            prepared(torch.as_tensor(im))
-    return convert_pt2e(prepared)
+    """The int8 (quantize/dequantize) graph module of an exported program, calibrated on `calibration`
+    (pt2e.calibrated: PT2E with XNNPACK's quantizer)."""
+    from .pt2e import calibrated
+    return calibrated(program, calibration, float_modules)
 
 
 class ExecuTorchModel(Runner):
