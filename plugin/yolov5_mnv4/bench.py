@@ -610,14 +610,12 @@ def evaluate(predict, items, size, conf=0.001, iou=0.6):
     import cv2
     import numpy as np
 
-    from .export.images import letterboxed
+    from .export.images import letterbox_geometry, letterboxed
     from .export.parity import nms
     detections = []
     for image, _ in items:
         img = cv2.imread(str(image))
-        h, w = img.shape[:2]
-        r = min(size / h, size / w)
-        left, top = (size - round(w * r)) // 2, (size - round(h * r)) // 2
+        r, top, left = letterbox_geometry(img.shape[:2], (size, size))
         det = nms(predict(letterboxed(img, size)), conf, iou, multi_label=True).numpy().astype(np.float64)
         det[:, [0, 2]] = (det[:, [0, 2]] - left) / r
         det[:, [1, 3]] = (det[:, [1, 3]] - top) / r

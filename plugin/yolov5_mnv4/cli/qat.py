@@ -32,7 +32,6 @@ from .. import __version__
 from ..export import qat
 from .convert import find_yolov5_tree
 
-CALIBRATION_IMAGES = 100
 FORMAT_PACKAGES = {'executorch': ('executorch', 'pip install yolov5-mnv4[qat]'),
                    'onnx': ('onnxscript', 'pip install yolov5-mnv4[qat]'),
                    'tflite': ('litert_torch', 'scripts/litert_torch_env.sh installs litert-torch; put its folder on PYTHONPATH')}
@@ -142,10 +141,9 @@ def latency_ms(predict, imgsz, reps):
 
 def calibration_images(folder, data, imgsz):
     """The first 100 images of `folder`, else of the data's train split, letterboxed (NCHW)."""
-    from ..bench import validation_set
-    from ..export.images import letterboxed_images
-    source = folder if folder is not None else [path for path, _ in validation_set(data, CALIBRATION_IMAGES, 'train')]
-    return letterboxed_images(source, (imgsz, imgsz), CALIBRATION_IMAGES)
+    from ..bench import CALIBRATION_IMAGES, calibration_images as folder_images, validation_set
+    return folder_images(imgsz, folder if folder is not None else
+                         [path for path, _ in validation_set(data, CALIBRATION_IMAGES, 'train')])
 
 
 def main(argv=None, prog='yolov5-mnv4 qat'):
@@ -186,7 +184,7 @@ def main(argv=None, prog='yolov5-mnv4 qat'):
         rows += measure('PTQ int8', ptq, weights.with_name(f'{weights.stem}-ptq'))
         log('fp32 fine-tune on the same schedule')
         tuned, _ = qat.finetune(host, args.data, imgsz, schedule, quantize=False, log=log)
-        rows += measure('fp32 fine-tune', _host_reference(host, tuned), None)
+        rows += measure('fp32 fine-tune', host.reference(tuned), None)
     log(f'quantization-aware training: {schedule}')
     prepared, losses = qat.finetune(host, args.data, imgsz, schedule, weight_bits=args.weight_bits, log=log)
     int8 = qat.int8_model(prepared, host, imgsz)
@@ -198,15 +196,6 @@ def main(argv=None, prog='yolov5-mnv4 qat'):
                                          'val_images': n_val, 'schedule': vars(schedule), 'losses': losses,
                                          'weight_bits': args.weight_bits, 'rows': rows}, indent=1))
     return 0
-
-
-def _host_reference(host, model):
-    """The host's eval-mode detections of another copy of its model (an fp32 fine-tune)."""
-    original, host.model = host.model, model
-    try:
-        return host.reference()
-    finally:
-        host.model = original
 
 
 def table(rows):

@@ -7,6 +7,14 @@ from pathlib import Path
 IMAGE_SUFFIXES = ('.bmp', '.jpeg', '.jpg', '.png', '.tif', '.tiff', '.webp')
 
 
+def letterbox_geometry(shape, size):
+    """(scale, top, left) that letterboxing an image of `shape` (h, w) to `size` (H, W) applies: image
+    pixel (x, y) lands at (x * scale + left, y * scale + top)."""
+    (h, w), (height, width) = shape, size
+    r = min(height / h, width / w)
+    return r, (height - round(h * r)) // 2, (width - round(w * r)) // 2
+
+
 def letterboxed(image, size):
     """An image file (or a BGR array) as (1, 3, H, W) float32 in [0, 1], RGB, letterboxed to `size`:
     an int for a square, or (H, W)."""
@@ -17,12 +25,11 @@ def letterboxed(image, size):
         raise FileNotFoundError(f'cannot read the image {image}')
     height, width = (size, size) if isinstance(size, int) else size
     h, w = img.shape[:2]
-    r = min(height / h, width / w)
+    r, top, left = letterbox_geometry((h, w), (height, width))
     new_w, new_h = round(w * r), round(h * r)
     if (new_w, new_h) != (w, h):
         img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     canvas = np.full((height, width, 3), 114, np.uint8)
-    top, left = (height - new_h) // 2, (width - new_w) // 2
     canvas[top:top + new_h, left:left + new_w] = img
     return np.ascontiguousarray(canvas[:, :, ::-1].transpose(2, 0, 1)[None], np.float32) / 255
 

@@ -60,21 +60,19 @@ def letterboxed_batches(data, imgsz, batch, split='train'):
     """Batches of (images (n, 3, H, W) float in [0, 1], targets (m, 6): image index, class, x, y, w, h
     normalised to the letterboxed image) of a YOLO data YAML's split, letterboxed as export.images
     does, in file order, without augmentation: a loader for hosts whose own needs a trainer."""
+    import cv2
     import numpy as np
 
     from ..bench import validation_set
-    from .images import letterboxed
+    from .images import letterbox_geometry, letterboxed
     height, width = imgsz
     items = validation_set(data, split=split)
     batches = []
     for start in range(0, len(items), batch):
         images, targets = [], []
         for i, (path, truth) in enumerate(items[start:start + batch]):
-            import cv2
             img = cv2.imread(str(path))
-            h, w = img.shape[:2]
-            r = min(height / h, width / w)
-            top, left = (height - round(h * r)) // 2, (width - round(w * r)) // 2
+            r, top, left = letterbox_geometry(img.shape[:2], imgsz)
             images.append(letterboxed(img, imgsz))
             x1, y1, x2, y2 = (truth[:, 1] * r + left), (truth[:, 2] * r + top), (truth[:, 3] * r + left), (truth[:, 4] * r + top)
             targets.append(np.column_stack([np.full(len(truth), i), truth[:, 0], (x1 + x2) / 2 / width,
@@ -97,7 +95,7 @@ def finetune(host, data, imgsz, schedule, quantize=True, weight_bits=8, log=prin
     prepared PT2E graph) or, with `quantize` False, the float model on the same schedule. Returns the
     trained graph (prepared) or eager model, and a list of per-epoch mean losses."""
     model = copy.deepcopy(host.model)
-    loss_fn = host.loss_of(model) if hasattr(host, 'loss_of') else host.loss()
+    loss_fn = host.loss_of(model)
     example = torch.zeros(2, 3, *imgsz)
     if quantize:
         log('preparing the fake-quantized graph (torch.export, prepare_qat_pt2e)')

@@ -87,14 +87,11 @@ class UltralyticsQATHost:
             return criterion(raw, batch)[0].sum()
         return loss
 
-    def loss(self):
-        return self.loss_of(self.model)
-
     def loader(self, data, imgsz, batch):
         from ..export.qat import letterboxed_batches
         return letterboxed_batches(data, imgsz, batch)
 
-    def reference(self):
-        """The eval-mode eager model returning its detections in the decoder's layout."""
+    def reference(self, model=None):
+        """The eval-mode eager model (default this host's) returning its detections in the decoder's layout."""
         from ..export.qat import Detections
-        return Detections(self.model, yolov5_layout).eval()
+        return Detections(model or self.model, yolov5_layout).eval()

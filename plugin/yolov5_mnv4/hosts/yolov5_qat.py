@@ -87,10 +87,11 @@ class YOLOv5QATHost:
     def decoder(self, imgsz):
         return YOLOv5Decoder(self.detect, imgsz)
 
-    def loss(self):
-        """YOLOv5's training loss, a function of (raw outputs, targets) returning the batch's loss."""
+    def loss_of(self, model):
+        """YOLOv5's training loss of `model` (a copy of this host's), a function of (raw outputs,
+        targets) returning the batch's loss."""
         from utils.loss import ComputeLoss
-        compute = ComputeLoss(self.model)
+        compute = ComputeLoss(model)
 
         def loss(raw, targets):
             return compute(raw, targets)[0]
@@ -106,7 +107,8 @@ class YOLOv5QATHost:
                                             workers=workers, prefix=f'{split}: ', shuffle=shuffle)
         return ((images.float() / 255, targets) for images, targets, *_ in loader), len(loader)
 
-    def reference(self):
-        """The eval-mode eager model returning YOLOv5's detections, (bs, anchors, 5 + classes)."""
+    def reference(self, model=None):
+        """The eval-mode eager model (default this host's) returning YOLOv5's detections, (bs,
+        anchors, 5 + classes)."""
         from ..export.qat import Detections
-        return Detections(self.model).eval()
+        return Detections(model or self.model).eval()
