@@ -94,7 +94,7 @@ def export_all(yolov5, name, size, work, env, calibration, reuse=False):
     (folder / 'model-int8.tflite').write_bytes(int8_tflite(converter, nhwc))
     if 'Hybrid' in name:
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-        (folder / 'model-int8_full.tflite').write_bytes(int8_tflite(converter, nhwc, float_ops=()))
+        (folder / 'model-int8_full.tflite').write_bytes(int8_tflite(converter, nhwc, float_ops=(), float_nodes=()))
     complete.write_text('exports complete\n')
     return folder
 

@@ -36,32 +36,37 @@ NOISE_MARGIN = 10  # the outputs on the noise image differ from those on a real 
 BROKEN = 0.1  # a broken export must be off by at least this (measured 0.4 and more)
 
 INT8_FORMATS = {'mnn': 'best-int8.mnn', 'executorch': 'best-int8.pte'}
-# int8 exports of the trained Conv-S at 160 (calibrated on the 32 train images of tests/data/coco64)
-# against its fused fp32 PyTorch model on the 32 val images: score signal-to-noise on every level
-# (parity.score_snr_db) and detections after NMS (parity.detection_agreement). Measured: MNN
-# 23.9 / 23.5 / 16.8 dB, recall 0.32, precision 0.89; ExecuTorch 30.6 / 29.8 / 28.8 dB, 0.72 / 1.00.
-# The fp32 model with TF 'same' padding on its first stride-2 conv: 10.7 / 12.2 / 17.2 dB; without
-# the UIB residuals: 8.1 / 8.1 / 7.5 dB, recall 0.04; without one: 12.2 / 11.2 / 11.7 (the first),
-# 22.9 / 21.9 / 11.6 (the last), 26.4 / 25.6 / 15.6 (the 6th of 10: subtler than MNN's rounding at
-# P5, so only ExecuTorch's bound catches it).
-INT8_SNR_DB = {'mnn': 14.0, 'executorch': 24.0}
-# Recall and precision of the int8 detections against fp32's are recorded, not bounded: this model finds
-# ~25 boxes on the 32 images (mAP50 0.004), so they move with the CPU's int8 kernels (MNN's recall: 0.32
-# on an AMD EPYC, 0.24 on an Intel Xeon, both with AVX-512) and no broken model was shown to fail them.
-# The int8 work's detecting testbed will bound them.
+TESTBED_MODEL = 'mnv4-conv-s-coco128-320.pt'  # tests/data/testbed: mAP50 0.54 on its 128 train images
+INT8_SIZE = 320
+# int8 exports of the testbed Conv-S at 320 (calibrated on the 32 shipped coco64 val images) against its
+# fused fp32 PyTorch model on 32 of the testbed's own images (which it detects, 370 boxes): score
+# signal-to-noise on every level (parity.score_snr_db) and detections after NMS (parity.detection_agreement).
+# Measured 2026-12-08 on an AVX-512 Xeon: ExecuTorch 16.0 / 16.0 / 17.5 dB, recall 0.78, precision 0.87;
+# MNN 7.0 / 5.4 / 0.4 dB, 0.39, 0.67 in one run, -3.6 / -7.7 / -1.6 dB, 0.05, 0.01 in the next (recorded only).
+# The fp32 model with a bug: 'same-padding' 2.0 / 1.3 / 2.3 dB, recall 0.14; no UIB residuals 0.9 / 0.2 /
+# 0.2 dB, recall 0; without the first 2.3 / 1.0 / -1.4, 0.02; the last 4.0 / 3.0 / -1.1, 0.28; the sixth
+# of ten 9.7 / 8.6 / 1.5 dB, recall 0.70, precision 0.83 (only the score bound catches it).
+INT8_BOUNDS = {'score SNR': 12.0, 'recall': 0.65, 'precision': 0.75}
 
 
 @pytest.fixture(scope='module')
-def int8_data(yolov5_dir, tmp_path_factory):
-    """A data YAML over the shipped coco64 subset (32 train images calibrate, 32 val images check)."""
-    from yolov5_mnv4.cli.demo import prepare_data
-    return prepare_data(REPO / 'tests' / 'data' / 'coco64', tmp_path_factory.mktemp('int8'))[0]
+def int8_data(testbed_dir, tmp_path_factory):
+    """A data YAML whose train split is the 32 shipped coco64 val images (they calibrate) and whose val
+    split is the testbed's 128 training images (the int8 export is checked on the first 32)."""
+    import yaml
+
+    from yolov5_mnv4.resources import COCO_NAMES
+    path = tmp_path_factory.mktemp('int8') / 'int8.yaml'
+    calibration = REPO / 'tests' / 'data' / 'coco64' / 'images' / 'val2017'
+    path.write_text(yaml.safe_dump({'path': str(testbed_dir), 'train': str(calibration), 'val': 'images/train2017',
+                                    'names': dict(enumerate(COCO_NAMES))}))
+    return path
 
 
 @pytest.fixture(scope='module')
 def exports(yolo, yolov5_dir, offline, int8_data, tmp_path_factory):
     """{case: (weights, image size, the command's output)}: one export of each case to all three
-    formats, and an int8 export of the trained Conv-S (case 'int8') to MNN and ExecuTorch, the four
+    formats, and an int8 export of the testbed Conv-S (case 'int8') to MNN and ExecuTorch, the four
     commands side by side (lowering to ExecuTorch is mostly single-threaded)."""
     cases = {}
     for case, (source, peaked, size) in CASES.items():
@@ -73,8 +78,8 @@ def exports(yolo, yolov5_dir, offline, int8_data, tmp_path_factory):
         cases[case] = (weights, size)
     commands = [[sys.executable, '-m', 'yolov5_mnv4', 'export', '--weights', weights, '--include', *FORMATS,
                  '--img', size] for weights, size in cases.values()]
-    cases['int8'] = (tmp_path_factory.mktemp('int8-export') / 'best.pt', CASES['conv-s-trained'][2])
-    cases['int8'][0].write_bytes(TRAINED.read_bytes())
+    cases['int8'] = (tmp_path_factory.mktemp('int8-export') / 'best.pt', INT8_SIZE)
+    cases['int8'][0].write_bytes(testbed_weights().read_bytes())
     commands.append([sys.executable, '-m', 'yolov5_mnv4', 'export', '--weights', cases['int8'][0], '--include',
                      *INT8_FORMATS, '--int8', '--data', int8_data, '--img', cases['int8'][1]])
     done = {}
@@ -215,32 +220,57 @@ def int8_measures(outputs, refs, detect, size, what):
     return dict(snr=snr, recall=recall, precision=precision, boxes=ref_boxes)
 
 
-def check_int8(outputs, refs, detect, size, fmt, what):
-    """(the measures, the names of `fmt`'s int8 bounds they fail) on the trained Conv-S's val images,
+def testbed_weights():
+    return REPO / 'tests' / 'data' / 'testbed' / 'weights' / TESTBED_MODEL
+
+
+def check_int8(outputs, refs, detect, size, what):
+    """(the measures, the names of the int8 bounds they fail) on the testbed Conv-S's images,
     against its fused fp32 model."""
     measured = int8_measures(outputs, refs, detect, size, what)
-    assert measured['boxes'] >= 20, 'the trained model should find boxes on these images'
-    return measured, ['score SNR'] if min(measured['snr']) < INT8_SNR_DB[fmt] else []
+    assert measured['boxes'] >= 5 * len(refs), 'the testbed model should find boxes on its own training images'
+    bounds = INT8_BOUNDS
+    failed = {'score SNR': min(measured['snr']) < bounds['score SNR'], 'recall': measured['recall'] < bounds['recall'],
+              'precision': measured['precision'] < bounds['precision']}
+    return measured, [name for name, fails in failed.items() if fails]
 
 
 @pytest.fixture(scope='module')
 def int8_reference(yolo, exports, int8_data):
-    """The trained Conv-S fused, its val images and its fp32 outputs on them."""
-    model = fused(yolo, TRAINED)
+    """The testbed Conv-S fused, 32 of its images and its fp32 outputs on them."""
+    model = fused(yolo, testbed_weights())
     ims = val_images(int8_data, exports['int8'][1])
     return model, ims, [o[0] for o in outputs_of(model, ims)]
 
 
-@pytest.mark.parametrize('fmt', INT8_FORMATS)
-def test_int8_export_agrees_with_fp32(exports, int8_reference, fmt, record):
+def int8_export_measures(exports, int8_reference, fmt):
     from yolov5_mnv4.export import runtimes
     weights, size, log = exports['int8']
     assert f'yolov5-mnv4-export: {fmt}: 32 val images: score signal-to-noise per level' in log
     model, ims, refs = int8_reference
     runner = runtimes.load(fmt, weights.with_name(INT8_FORMATS[fmt]))
-    measured, failed = check_int8([runner(im) for im in ims], refs, model.model[-1], size, fmt, f'{fmt} int8')
+    return check_int8([runner(im) for im in ims], refs, model.model[-1], size, f'{fmt} int8')
+
+
+def test_executorch_int8_keeps_the_detections(exports, int8_reference, record):
+    measured, failed = int8_export_measures(exports, int8_reference, 'executorch')
     assert not failed, (failed, measured)
-    record(f'int8/{fmt}/conv-s-relu-trained', size=size, images=len(ims), bound_db=INT8_SNR_DB[fmt], **measured)
+    record('int8/executorch/testbed-conv-s', size=INT8_SIZE, images=len(int8_reference[1]),
+           bounds=INT8_BOUNDS, **measured)
+
+
+def test_mnn_int8_is_measured_and_its_losses_are_warned_of(exports, int8_reference, record):
+    """MNN 3.6's int8 does not keep the testbed's detections, and not the same from run to run (docs/export.md,
+    "int8 accuracy on a model that detects"): recorded, not bounded. What is checked is the export
+    command's guard: it warned exactly when the file finds under INT8_WARN_RECALL of the fp32 detections
+    on these images (its own check runs on the same 32 images against the same fused model)."""
+    from yolov5_mnv4.cli.export import INT8_WARN_RECALL
+    measured, failed = int8_export_measures(exports, int8_reference, 'mnn')
+    record('int8/mnn/testbed-conv-s', size=INT8_SIZE, images=len(int8_reference[1]), bounds=INT8_BOUNDS,
+           fails=failed, **measured)
+    warned = 'mnn: WARNING: the int8 model finds' in exports['int8'][2]
+    print(f'MNN int8 fails {failed}; the export command warned: {warned}')
+    assert warned == (measured['recall'] < INT8_WARN_RECALL), (warned, measured)
 
 
 INT8_BUGS = {'same-padding': same_padding_, 'no-residual': lambda m: drop_residuals_(m, 'all'),
@@ -248,15 +278,13 @@ INT8_BUGS = {'same-padding': same_padding_, 'no-residual': lambda m: drop_residu
              'sixth-residual': lambda m: drop_residuals_(m, 5)}
 
 
-@pytest.mark.parametrize('bug, fmt', [(bug, fmt) for bug in INT8_BUGS for fmt in INT8_FORMATS
-                                      if (bug, fmt) != ('sixth-residual', 'mnn')])  # see INT8_SNR_DB
-def test_int8_bounds_reject_broken_fp32_copies(yolo, exports, int8_reference, bug, fmt, record):
-    """Negative controls: the fp32 model with a bug, in PyTorch, fails each format's int8 bounds."""
+@pytest.mark.parametrize('bug', INT8_BUGS)
+def test_int8_bounds_reject_broken_fp32_copies(yolo, exports, int8_reference, bug, record):
+    """Negative controls: the fp32 model with a bug, in PyTorch, fails the int8 bounds."""
     model, ims, refs = int8_reference
-    broken, _ = INT8_BUGS[bug](fused(yolo, TRAINED))
+    broken, _ = INT8_BUGS[bug](fused(yolo, testbed_weights()))
     outputs, size = [o[0] for o in outputs_of(broken, ims)], exports['int8'][1]
-    measured, failed = check_int8(outputs, refs, model.model[-1], size, fmt, f'fp32 PyTorch with {bug}')
-    print(f'{bug} against {fmt}\'s bounds: fails {failed}')
+    measured, failed = check_int8(outputs, refs, model.model[-1], size, f'fp32 PyTorch with {bug}')
+    print(f'{bug} against the int8 bounds: fails {failed}')
     assert failed, measured
-    record(f'control/int8/{bug}', **measured,
-           bound_db={f: INT8_SNR_DB[f] for f in INT8_FORMATS if (bug, f) != ('sixth-residual', 'mnn')}, fails=failed)
+    record(f'control/int8/{bug}', **measured, bounds=INT8_BOUNDS, fails=failed)

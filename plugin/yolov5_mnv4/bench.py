@@ -31,8 +31,8 @@ RUNTIMES = {'torch': ('torch', 'PyTorch'), 'onnxruntime': ('onnxruntime', 'ONNX 
             'executorch': ('executorch', 'ExecuTorch'), 'tflite': ('tensorflow', 'TFLite (LiteRT)')}
 # precisions beyond fp32, and the runtimes that offer them here (fp16: weights stored in fp16; int8:
 # post-training quantization calibrated on the embedded images, the Detect head kept float as the
-# export command does)
-PRECISIONS = {'fp16': ('ncnn', 'mnn', 'tflite'), 'int8': ('mnn', 'executorch', 'tflite')}
+# export command does but in MNN; OpenVINO's through nncf, which is needed for it)
+PRECISIONS = {'fp16': ('ncnn', 'mnn', 'tflite'), 'int8': ('mnn', 'executorch', 'tflite', 'openvino')}
 ASKED_ONLY = ('tflite',)  # not in the default "every runtime installed": it imports TensorFlow (a second or more)
 # The stock models in PyTorch a second time, in channels-last memory (weights and input): our stem hands
 # channels-last activations to every later layer, YOLOv5's head and Detect included, so NCHW stock
@@ -113,6 +113,22 @@ def openvino_compiled(model, threads=THREADS, **hints):
     core = ov.Core()
     config = {'INFERENCE_NUM_THREADS': threads, 'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': 1, **hints}
     return core.compile_model(core.read_model(str(model)) if isinstance(model, (str, Path)) else model, 'CPU', config)
+
+
+def openvino_int8(path, calibration, detect=None):
+    """The ONNX model at `path` quantized by nncf's post-training quantization (OpenVINO's int8 route),
+    calibrated on `calibration` (NCHW float batches), as an OpenVINO model; the nodes whose names start
+    with `detect` (the Detect's, '/model.24/') stay float, as in the other int8 routes."""
+    import re
+    try:
+        import nncf
+    except ImportError as err:
+        raise SystemExit(f'yolov5-mnv4: OpenVINO int8 quantizes with nncf ({err}): pip install nncf') from None
+    import openvino as ov
+    images = list(calibration)
+    ignored = nncf.IgnoredScope(patterns=[f'{re.escape(detect)}.*']) if detect else None
+    return nncf.quantize(ov.Core().read_model(str(path)), nncf.Dataset(images), subset_size=len(images),
+                         **({'ignored_scope': ignored} if ignored else {}))
 
 
 def interleaved(runners, reps, warmup, progress=None):
@@ -289,7 +305,15 @@ def predictor(key, model, size, folder, threads=THREADS, calibration=None):
         if runtime == 'onnxruntime':
             session = ort_session(path, threads)
             return lambda image: session.run(None, {'images': image})[0]
-        request = openvino_compiled(path, threads, INFERENCE_PRECISION_HINT='f32').create_infer_request()
+        if precision == 'int8':  # quantized once, saved beside the ONNX file, reused like the other exports
+            quantized = path.with_suffix('.xml')
+            if not quantized.is_file():
+                import openvino as ov
+                ov.save_model(openvino_int8(path, calibration, f'/model.{len(model.model) - 1}/'), str(quantized))
+            compiled = openvino_compiled(quantized, threads)
+        else:
+            compiled = openvino_compiled(path, threads, INFERENCE_PRECISION_HINT='f32')
+        request = compiled.create_infer_request()
         return lambda image: np.asarray(request.infer({0: image})[0])
     if runtime == 'tflite':
         from .export.tflite import TFLiteModel
@@ -335,8 +359,8 @@ def channels_last_copy(model):
 
 def tflite_file(keras_model, path, precision='', calibration=None):
     """A .tflite of `keras_model` on TFLite's builtin operators: fp32 weights (''), fp16 weights
-    (export.py's default) or int8 with the attention's matmuls and softmax in float (the export
-    command's), calibrated on `calibration` (NCHW float batches)."""
+    (export.py's default) or int8 with the Detect and the attention's matmuls and softmax in float (the
+    export command's), calibrated on `calibration` (NCHW float batches)."""
     from .export.tflite import builtin_tflite, import_tensorflow
     from .export.tflite_int8 import int8_tflite
     converter = import_tensorflow().lite.TFLiteConverter.from_keras_model(keras_model)

@@ -6,9 +6,10 @@
 
 Run it inside the YOLOv5 checkout (or pass --yolov5). `--int8` writes `best-int8.tflite` beside the
 weights, the name and the uint8 input/output of `export.py --int8`, so the stock `detect.py` and
-`val.py` run it; unlike export.py's full-integer model, the attention's BATCH_MATMUL, SOFTMAX and
-GELU stay in float (`tflite_int8.FLOAT_OPS`; for models without attention the two are the same),
-and with `--float-blocks` every op of the attention blocks does.
+`val.py` run it; unlike export.py's full-integer model, the Detect (its output convs and box
+decoding: quantized, TensorFlow 2.21 loses every box's size, see `tflite_int8`) and the attention's
+BATCH_MATMUL, SOFTMAX and GELU stay in float (`tflite_int8.FLOAT_OPS`), and with `--float-blocks`
+every op of the attention blocks does.
 Calibration takes the first 100 images of the data's train split, letterboxed as export.py does.
 Every export then runs on one real and one random image against the fp32 Keras model, and prints
 the signal-to-noise ratio of each output level, the op types left in float and XNNPACK's partitions.
@@ -36,6 +37,8 @@ from .convert import find_yolov5_tree
 PROG = 'yolov5-mnv4-export'
 CALIBRATION_IMAGES = 100
 INT8_PARITY_IMAGES = 32  # val images of --data on which int8 exports are compared with fp32
+INT8_WARN_RECALL = 0.5  # an int8 export finding fewer of the fp32 detections than this is called unfit...
+INT8_WARN_BOXES = 20  # ...where the fp32 model finds at least this many boxes (a model that detects)
 FORMATS = ('tflite',) + runtimes.FORMATS
 
 
@@ -73,7 +76,7 @@ def calibration_images(data, imgsz, n=CALIBRATION_IMAGES, layout='NHWC'):
 def parity_report(path, keras_model, images, strides, anchors):
     """Lines: per output level, signal-to-noise of the .tflite against the fp32 Keras model."""
     from ..export.tflite import TFLiteModel, level_snr_db
-    from ..export.tflite_int8 import op_types, xnnpack_partitions
+    from ..export.tflite_int8 import DETECT_NODES, op_types, xnnpack_partitions
     model = TFLiteModel(path)
     lines = []
     for name, im in images.items():
@@ -81,10 +84,11 @@ def parity_report(path, keras_model, images, strides, anchors):
         snr = level_snr_db(got, ref, strides, anchors, im.shape[1:3])
         lines.append(f'{name} image: signal-to-noise per level (P{"/P".join(str(s.bit_length() - 1) for s in strides)}) '
                      + ' / '.join(f'{db:.1f}' for db in snr) + ' dB against the fp32 Keras model')
-    floats = {op: kinds['float32'] for op, kinds in op_types(model.interpreter).items()
+    floats = {op: kinds['float32'] for op, kinds in op_types(model.interpreter, skip=DETECT_NODES).items()
               if 'float32' in kinds and op not in ('QUANTIZE', 'DEQUANTIZE')}
     partitions, outside = xnnpack_partitions(model.interpreter)
-    lines.append(f'ops in float: {", ".join(f"{op} {n}" for op, n in sorted(floats.items())) or "none"}; '
+    listed = ", ".join(f"{op} {n}" for op, n in sorted(floats.items())) or "none"
+    lines.append(f'ops in float besides the Detect: {listed}; '
                  f'XNNPACK: {partitions} partitions, outside them: '
                  f'{", ".join(f"{op} {n}" for op, n in sorted(outside.items())) or "nothing"}')
     return lines
@@ -94,15 +98,15 @@ def export_tflite(model, weights, imgsz, int8, data, float_blocks=False):
     import numpy as np
 
     from ..export.tflite import builtin_tflite, import_tensorflow
-    from ..export.tflite_int8 import ATTENTION_NODES, int8_tflite
+    from ..export.tflite_int8 import ATTENTION_NODES, DETECT_NODES, int8_tflite
     tf = import_tensorflow()
     keras_model = keras_detector(model, imgsz)  # YOLOv5's models/tf.py, from the checkout on sys.path
     if int8:
         calibration = calibration_images(data, imgsz)
-        print(f'{PROG}: quantizing (convs int8; ' + ('attention blocks' if float_blocks else 'attention matmuls and softmax')
-              + ' in float where the model has them)', flush=True)
+        print(f'{PROG}: quantizing (convs int8; the Detect, and the ' + ('attention blocks' if float_blocks else
+              'attention matmuls and softmax') + ' where the model has them, in float)', flush=True)
         content = int8_tflite(tf.lite.TFLiteConverter.from_keras_model(keras_model), calibration,
-                              float_nodes=ATTENTION_NODES if float_blocks else ())
+                              float_nodes=DETECT_NODES + (ATTENTION_NODES if float_blocks else ()))
         out = weights.with_name(f'{weights.stem}-int8.tflite')
         real = calibration[0]
     else:
@@ -183,8 +187,13 @@ def int8_parity(net, runner, detect, data, imgsz, n=INT8_PARITY_IMAGES):
     with torch.no_grad():
         refs = [net(torch.from_numpy(im)).numpy()[0] for im in images]
     outputs = [runner(im) for im in images]
-    return [f'{len(images)} val images: ' + int8_report(outputs, refs, detect.stride, detect.na, imgsz)[-1]
-            + ' against the fused fp32 PyTorch model']
+    _, recall, _, ref_boxes, line = int8_report(outputs, refs, detect.stride, detect.na, imgsz)
+    lines = [f'{len(images)} val images: {line} against the fused fp32 PyTorch model']
+    if ref_boxes >= INT8_WARN_BOXES and recall < INT8_WARN_RECALL:
+        lines.append(f'WARNING: the int8 model finds {recall:.0%} of the fp32 model\'s detections on these images: '
+                     'it is not fit to deploy as it is (MNN int8 loses them on some models: docs/export.md, '
+                     '"int8 accuracy on a model that detects"; ExecuTorch int8 or `yolov5-mnv4 qat` keep them)')
+    return lines
 
 
 def runtime_parity(net, runner, imgsz):

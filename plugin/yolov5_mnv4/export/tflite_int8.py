@@ -10,6 +10,13 @@ and runs those ops in TFLite's reference int8 kernels; and int8 softmax outputs 
 rounding. Kept in float, the attention runs inside XNNPACK with the convs (one partition per
 block run, QUANTIZE/DEQUANTIZE at its edges) and keeps its precision.
 
+The Detect (YOLOv5's Keras `TFDetect`: its three output convs and the box decoding) stays in float
+too, as the ExecuTorch and QAT routes keep it. Quantized with the rest, as `export.py --int8` does, the
+decoding loses the boxes: TensorFlow 2.21's quantizer gives the square in `sigmoid(y) ** 2 * anchor`
+the scale of the product that follows it (0.36 for values in [0, 1], measured on yolov5n), so every
+width and height comes out 0 or in steps of a third of an anchor, and the testbed's mAP50-95 drops from
+0.420 to 0.009 (yolov5n) and 0.441 to 0.012 (Conv-S); with the Detect in float: 0.406 and 0.438.
+
 Uses TensorFlow's MLIR quantizer with a denylist of op types, the mechanism behind TFLite's
 documented selective quantization (`tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=)`),
 called directly so that the model keeps uint8 input and output as `export.py --int8` writes them.
@@ -18,13 +25,16 @@ FLOAT_OPS = ('BATCH_MATMUL', 'SOFTMAX', 'GELU')  # op types without an XNNPACK i
 # TFLite node names of the Keras attention layers (tf_layers.TFMobileMultiQueryAttention's scope):
 # with float_nodes=ATTENTION_NODES the whole attention blocks stay fp32 (their convs too).
 ATTENTION_NODES = ('tf_mobile_multi_query_attention',)
+# TFLite node names of YOLOv5's Keras Detect (models/tf.py's TFDetect scope): its convs and decoding
+DETECT_NODES = ('tf_detect',)
 
 
-def int8_tflite(converter, calibration, float_ops=FLOAT_OPS, io_type='uint8', float_nodes=()):
+def int8_tflite(converter, calibration, float_ops=FLOAT_OPS, io_type='uint8', float_nodes=DETECT_NODES):
     """The int8 .tflite (bytes) that `converter` (a `tf.lite.TFLiteConverter` of the float model:
     from_keras_model or from_saved_model) gives, calibrated on `calibration` (NHWC float32 batches in
-    [0, 1]); ops of the types in `float_ops`, and nodes whose names contain one of `float_nodes`,
-    stay fp32. `float_ops=()` gives the full-integer model that `export.py --int8` writes.
+    [0, 1]); ops of the types in `float_ops`, and nodes whose names contain one of `float_nodes` (by
+    default the Detect's), stay fp32. `float_ops=(), float_nodes=()` gives the full-integer model that
+    `export.py --int8` writes.
     `io_type`: 'uint8' (export.py's), 'int8' or 'float32'."""
     from .tflite import import_tensorflow
     tf = import_tensorflow()
@@ -54,13 +64,15 @@ def node_names(content, parts):
             if len(op['outputs']) and any(part in names[op['outputs'][0]] for part in parts)]
 
 
-def op_types(interpreter):
+def op_types(interpreter, skip=()):
     """{op type: {'float32' | 'int8' | ...: count}} of a TFLite model's own nodes (not delegates), by
-    the type of each node's first output."""
+    the type of each node's first output; nodes whose output names contain one of `skip` are left out."""
     details = {t['index']: t for t in interpreter.get_tensor_details()}
     counts = {}
     for op in interpreter._get_ops_details():
         if op['op_name'] == 'DELEGATE' or not len(op['outputs']):
+            continue
+        if any(part in details[op['outputs'][0]]['name'] for part in skip):
             continue
         kind = details[op['outputs'][0]]['dtype'].__name__
         counts.setdefault(op['op_name'], {}).setdefault(kind, 0)
