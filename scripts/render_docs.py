@@ -550,6 +550,12 @@ def _bound(value):
     return text.replace('e-0', 'e-') if float(text) == value and value < 0.01 else f'{value:g}'
 
 
+def _bounds(bounds):
+    """'score SNR 14 dB on every level, recall 0.8, precision 0.8' from a record's bounds."""
+    return ', '.join(f'{name} {value:.0f} dB on every level' if name == 'score SNR' else f'{name} {value}'
+                     for name, value in bounds.items())
+
+
 def _snr(record, detections=True):
     text = ' / '.join(f'{db:.1f}' for db in record['snr']) + ' dB'
     if detections and 'recall' in record:
@@ -567,15 +573,17 @@ FORMAT_ROWS = [
     ('SavedModel, GraphDef, TFLite fp32', '`export.py --include saved_model pb tflite`', '`[tflite]`',
      ['fp32/SavedModel/', 'fp32/GraphDef/', 'fp32/TFLite fp32/'], '-', [('fp32', 'tflite_fp32')]),
     ('TFLite fp16 weights', '`export.py --include tflite`', '`[tflite]`', ['fp16/'], '-', [('fp16', 'tflite_fp16')]),
-    ('TFLite int8', '`export.py --include tflite --int8 --data ...`; hybrids: `yolov5-mnv4-export --include tflite --int8`',
-     '`[tflite]`', '-', ['int8/tflite/conv-s-relu-trained', 'int8/tflite float attention/hybrid-m-peaked'],
+    ('TFLite int8', '`yolov5-mnv4-export --include tflite --int8 --data ...` (`export.py --int8` loses the boxes: '
+     '"int8 accuracy" below)', '`[tflite]`', '-',
+     ['int8/tflite/testbed-conv-s', 'int8/tflite float attention/hybrid-m-peaked'],
      [('int8', 'tflite_int8')]),
     ('NCNN', '`yolov5-mnv4-export --include ncnn`', '`[ncnn]`', ['fp32/ncnn/'], "not offered: NCNN's int8 tools are C++ only",
      [('fp32', 'ncnn_fp32')]),
-    ('MNN', '`yolov5-mnv4-export --include mnn [--int8 --data ...]`', '`[mnn]`', ['fp32/mnn/'], ['int8/mnn/conv-s-relu-trained'],
+    ('MNN', '`yolov5-mnv4-export --include mnn [--int8 --data ...]`', '`[mnn]`', ['fp32/mnn/'],
+     ['int8/mnn/testbed-conv-s'],
      [('fp32', 'mnn_fp32'), ('int8', 'mnn_int8')]),
     ('ExecuTorch (XNNPACK)', '`yolov5-mnv4-export --include executorch [--int8 --data ...]`', '`[executorch]`',
-     ['fp32/executorch/'], ['int8/executorch/conv-s-relu-trained'], [('fp32', 'et_fp32'), ('int8', 'et_int8')]),
+     ['fp32/executorch/'], ['int8/executorch/testbed-conv-s'], [('fp32', 'et_fp32'), ('int8', 'et_int8')]),
 ]
 
 
@@ -614,7 +622,9 @@ def format_table(data):
             parity_cell = '; '.join(text if len(parity) == 1 else f'{", ".join(names)}: {text}'
                                     for text, names in by_text.items())
         int8_cell = int8 if isinstance(int8, str) else '; '.join(
-            ('Hybrid-M (untrained, attention peaked), float attention: ' if 'hybrid' in key else '') + _snr(records[key]) for key in int8 if key in records)
+            ('Hybrid-M (untrained, attention peaked), float attention: ' if 'hybrid' in key else 'testbed Conv-S: ')
+            + _snr(records[key]) + (f' (fails {", ".join(records[key]["fails"])})' if records[key].get('fails') else '')
+            for key in int8 if key in records)
         latency = [', '.join(f'{label} {_ratio_cell(ratios, ours, theirs, column, where="formats table")}'
                              for label, column in columns)
                    for ours, theirs in (('MNv4-Conv-S', 'yolov5n'), ('MNv4-Conv-M', 'yolov5s'))]
@@ -630,17 +640,18 @@ RUNTIME_CASES = {'conv-s-trained': 'trained Conv-S-ReLU (160)', 'hybrid-m-peaked
 def runtime_parity_table(data):
     """docs/export.md: NCNN, MNN, ExecuTorch against fused PyTorch per model, real images, and int8."""
     records = _records(data)
-    lines = ['| format | ' + ' | '.join(RUNTIME_CASES.values()) + ' | int8, trained Conv-S-ReLU (160, 32 val images) |',
+    lines = ['| format | ' + ' | '.join(RUNTIME_CASES.values()) + ' | int8, testbed Conv-S (320, 32 of its images) |',
              '|' + '---|' * (len(RUNTIME_CASES) + 2)]
     for fmt, label in (('ncnn', 'NCNN'), ('mnn', 'MNN'), ('executorch', 'ExecuTorch')):
         cells = [_errors(records, f'fp32/{fmt}/{case}/') for case in RUNTIME_CASES]
-        int8 = records.get(f'int8/{fmt}/conv-s-relu-trained')
-        cells.append(_snr(int8) + f' (bound {int8["bound_db"]:.0f} dB)' if int8 else 'not offered')
+        int8 = records.get(f'int8/{fmt}/testbed-conv-s')
+        cells.append(_snr(int8) + f' (bounds {_bounds(int8["bounds"])}' + (f'; fails {", ".join(int8["fails"])})'
+                     if int8.get('fails') else ')') if int8 else 'not offered')
         lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
 
-OUTSIDE_CASES = {**RUNTIME_CASES, 'int8': 'trained Conv-S-ReLU, int8 (160)',
+OUTSIDE_CASES = {**RUNTIME_CASES, 'int8': 'testbed Conv-S, int8 (320)',
                  'attention-block': 'one Mobile MQA block, as exported',
                  'attention-block-4d-matmul': 'the same block with 4-D matmuls (the control)'}
 
@@ -683,7 +694,7 @@ def val_table(data):
     if not records:
         return 'not recorded\n'
     first = next(iter(records.values()))
-    lines = [f'| `val.py --weights` ({first["data"]} val, {first["size"]} px) | P | R | mAP50 | mAP50-95 |',
+    lines = [f'| `val.py --weights` ({first["data"]}, {first["size"]} px) | P | R | mAP50 | mAP50-95 |',
              '|---|---|---|---|---|']
     lines += [f'| {name} | ' + ' | '.join(f'{r[k]:.4g}' for k in ('P', 'R', 'mAP50', 'mAP50-95')) + ' |'
               for name, r in records.items()]
@@ -694,7 +705,8 @@ def controls_table(data):
     """docs/export.md: each negative control, what it measured and the bound it fails."""
     names = {'fp32 Keras': 'SavedModel, GraphDef, TFLite fp32 (the Keras detector they convert)',
              'int8 TFLite': 'TFLite int8', 'int8 TFLite float attention': 'TFLite int8, float attention (Hybrid-M)',
-             'int8': 'MNN and ExecuTorch int8', 'ncnn': 'NCNN fp32', 'mnn': 'MNN fp32', 'executorch': 'ExecuTorch fp32',
+             'int8': 'ExecuTorch int8 (testbed Conv-S)',
+             'ncnn': 'NCNN fp32', 'mnn': 'MNN fp32', 'executorch': 'ExecuTorch fp32',
              'Keras stage': 'Keras stages against PyTorch', 'ONNX attention branch': 'ONNX attention branches',
              'timm attention branch': "attention branches against timm's", 'timm features': "features against timm's"}
     lines = ['| check | broken copy | measured | bound | fails |', '|---|---|---|---|---|']
@@ -710,6 +722,8 @@ def controls_table(data):
             measured, bound = f'attention branch {_sci(r["branch"])} ({r["variant"]})', _bound(r['branch_bound'])
         elif 'worst' in r:
             measured, bound = f'{r["worst"]:.2f} (both errors, every image)', _bound(r['bound'])
+        elif 'snr' in r and 'bounds' in r:
+            measured, bound = _snr(r), _bounds(r['bounds'])
         elif 'snr' in r:
             measured, bound = _snr(r), r['bound_db']
             if isinstance(bound, dict):
@@ -859,8 +873,8 @@ def _schedule(s):
     return f'{steps}, batch {s["batch"]}, AdamW lr {s["lr"]:g}, observers and BatchNorm frozen after {s["freeze_at"]:.0%}'
 
 
-PTQ_RUNTIMES = [('torch', 'PyTorch fp32'), ('executorch-int8', 'ExecuTorch int8'), ('mnn-int8', 'MNN int8'),
-                ('tflite-int8', 'TFLite int8 (yolov5-mnv4-export)')]
+PTQ_RUNTIMES = [('torch', 'PyTorch fp32'), ('executorch-int8', 'ExecuTorch int8'),
+                ('tflite-int8', 'TFLite int8 (yolov5-mnv4-export)'), ('openvino-int8', 'OpenVINO int8 (nncf)'), ('mnn-int8', 'MNN int8')]
 
 
 def ptq_table(result):
@@ -878,6 +892,16 @@ def ptq_table(result):
             share = f', {m / fp32:.1%}' if key != 'torch' and m is not None and fp32 else ''
             cells.append(f'{m:.3f} ({m50:.3f}){share}' if m is not None else 'not run')
         lines.append(f'| {Path(row["model"]).stem} | ' + ' | '.join(cells) + ' |')
+    lines.append('')
+    lines.append(f'int8 time over fp32 time in the same runtime and run ({result["runs"]} run of {result["reps"]} '
+                 f'interleaved rounds, batch 1, {result["machine"]}):')
+    lines.append('')
+    for row in result['rows']:
+        ratios = [f'{name.replace(" int8", "").replace(" (yolov5-mnv4-export)", "").replace(" (nncf)", "")} '
+                  f'{row[f"{key}_{size}_ms"] / row[f"{key[:-5]}_{size}_ms"]:.2f}'
+                  for key, name in columns if key.endswith('-int8') and f'{key}_{size}_ms' in row
+                  and f'{key[:-5]}_{size}_ms' in row]
+        lines.append(f'- {Path(row["model"]).stem}: ' + ', '.join(ratios))
     return '\n'.join(lines) + '\n'
 
 
