@@ -15,6 +15,39 @@ def pytest_report_header(config):
     return f'yolov5 tree: {yolov5_tree_path()}'
 
 
+# ---- markers: `scripts/test.sh --quick` runs `-m "not slow"` (~2 min: the core, the YOLOv5 host's
+# registration, bad input, the docs), CI runs everything. A module is slow when one of its tests trains,
+# exports through a runtime or runs YOLOv5's scripts: each of these took 20 s to 10 min in a full run.
+SLOW_MODULES = {'test_benchmark', 'test_package', 'test_pretrained', 'test_qat', 'test_runtimes', 'test_smoke',
+                'test_tf_export', 'test_train_options', 'test_training_paths', 'test_ultralytics',
+                'test_ultralytics_cli', 'test_unpatched'}
+LEFT_OUT = []
+
+
+def pytest_collection_modifyitems(config, items):
+    """slow: the modules above; tree: every test that needs a YOLOv5 tree (the yolov5_dir fixture);
+    ultralytics: the Ultralytics-package host's modules (edge and smoke are set in the modules)."""
+    for item in items:
+        module = item.module.__name__.rsplit('.', 1)[-1]
+        if module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+        if 'yolov5_dir' in item.fixturenames:
+            item.add_marker(pytest.mark.tree)
+        if module.startswith('test_ultralytics'):
+            item.add_marker(pytest.mark.ultralytics)
+
+
+def pytest_deselected(items):
+    LEFT_OUT.extend(item for item in items if item.get_closest_marker('slow'))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if LEFT_OUT:
+        modules = sorted({item.module.__name__.rsplit('.', 1)[-1] for item in LEFT_OUT})
+        terminalreporter.write_line(f'left out {len(LEFT_OUT)} tests marked slow ({", ".join(modules)}); '
+                                    'scripts/test.sh without --quick runs them, as CI does')
+
+
 def yolov5_tree_path():
     return Path(os.environ.get('YOLOV5_DIR') or REPO / '.cache' / 'yolov5-v7.0').resolve()
 

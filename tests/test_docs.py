@@ -138,3 +138,22 @@ def test_records_come_only_from_tests_that_pass(tmp_path):
                          cwd=tmp_path, env={**os.environ, 'MNV4_RECORD': str(out)}, capture_output=True, text=True)
     assert '1 failed, 1 passed' in run.stdout, run.stdout + run.stderr
     assert set(json.loads(out.read_text())['records']) == {'kept'}
+
+
+def test_quick_lane_leaves_out_the_slow_modules_and_only_those():
+    """`scripts/test.sh --quick` is `pytest -m "not slow"`: it must keep the core and the host's fast
+    tests and drop every module conftest.SLOW_MODULES names; the full collection (the control) has them."""
+    import subprocess
+    import sys
+
+    from conftest import SLOW_MODULES
+
+    def modules(*args):
+        out = subprocess.run([sys.executable, '-m', 'pytest', '--collect-only', '-q', '-p', 'no:cacheprovider', *args],
+                             cwd=REPO, capture_output=True, text=True, timeout=300).stdout
+        return {line.split('::')[0].rsplit('/', 1)[-1][:-3] for line in out.splitlines() if '::' in line}
+    quick, everything = modules('-m', 'not slow'), modules()
+    assert SLOW_MODULES <= everything, SLOW_MODULES - everything
+    assert not quick & SLOW_MODULES, quick & SLOW_MODULES
+    assert quick == everything - SLOW_MODULES
+    assert {'test_model', 'test_apply', 'test_yolov5', 'test_bad_input', 'test_docs'} <= quick
