@@ -23,7 +23,17 @@ import sys
 import time
 from pathlib import Path
 
-from yolov5_mnv4.bench import CHANNELS_LAST, THREADS, channels_last_copy, gflops, interleaved, markdown_table, ort_session, timed_runs, twin_ratios
+from yolov5_mnv4.bench import (
+    CHANNELS_LAST,
+    THREADS,
+    channels_last_copy,
+    gflops,
+    interleaved,
+    markdown_table,
+    ort_session,
+    timed_runs,
+    twin_ratios,
+)
 from yolov5_mnv4.resources import VARIANT_CONFIGS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +53,7 @@ def import_yolo(yolov5):
     os.environ.update(offline_env())
     sys.path.insert(0, str(yolov5))
     import logging
+
     import models.yolo
     models.yolo.LOGGER.setLevel(logging.WARNING)  # no model tables for every build
     return models.yolo
@@ -67,6 +78,7 @@ def config_path(yolov5, name):
 
 def onnx_session(model, size, path):
     import torch
+
     from yolov5_mnv4.export.runtimes import onnx_file
     outputs = 2 if type(model).__name__ == 'SegmentationModel' else 1
     return ort_session(onnx_file(model, torch.zeros(1, 3, size, size), path, outputs=outputs))
@@ -114,6 +126,7 @@ def backbone_vs_timm(out, size=640, runs=3, reps=20, warmup=5):
     same-run ratio per variant, median and range over `runs`. Writes out/backbones.json."""
     import timm
     import torch
+
     from yolov5_mnv4 import VARIANTS, MobileNetV4
     torch.set_num_threads(THREADS)
     x = torch.zeros(1, 3, size, size)
@@ -157,6 +170,7 @@ def memory_child(yolov5, size):
     system instead of being reused, unseen, by the next; the peak RSS (VmHWM) is reset before each.
     """
     import gc
+
     import torch
     torch.set_num_threads(THREADS)
     yolo = import_yolo(yolov5)

@@ -143,6 +143,7 @@ def openvino_models(onnx_path, calibration):
 def runners_for(folder, size, calibration, with_runtimes=()):
     """{runtime: the runtime's call alone}, OpenVINO's default precision, {runtime: XNNPACK partitions}."""
     import numpy as np
+
     from yolov5_mnv4.export.tflite import TFLiteModel
     from yolov5_mnv4.export.tflite_int8 import xnnpack_partitions
     nhwc = np.zeros((1, size, size, 3), np.float32)

@@ -48,6 +48,7 @@ def arm_init(init):
     factor after the projection's BatchNorm), whatever the plugin's default; residual blocks and
     attention keep 1e-5 either way."""
     import torch
+
     from yolov5_mnv4.blocks import UniversalInvertedBottleneck
     from yolov5_mnv4.layers import LayerScale
     value = {'reference': 1e-5, 'keep-signal': 1.0}[init]
@@ -77,6 +78,7 @@ def stage_scales(backbone_or_stages, x):
 def fresh_scales():
     """{variant/init: stage output stds}: MobileNetV4 backbones as built, train mode, 8 random 256 px images."""
     import torch
+
     from yolov5_mnv4 import MobileNetV4
     from yolov5_mnv4.blocks import UniversalInvertedBottleneck
     x = torch.randn(8, 3, 256, 256, generator=torch.Generator().manual_seed(0))
@@ -96,8 +98,9 @@ def trained_scales(tree, best, size):
     """Stage output stds of a trained detector (eval) on the first 8 embedded val/train images."""
     sys.path.insert(0, str(tree))
     sys.path.insert(0, str(REPO / 'tests'))  # first: a tree built from PyPI has a helpers.py of its own
-    from helpers import real_images
     from models.experimental import attempt_load
+
+    from helpers import real_images
     model = attempt_load(str(best), device='cpu', fuse=False).eval()
     x = real_images(size, 4, 'val2017')
     return stage_scales(model.model[:5], x)

@@ -33,6 +33,7 @@ def images(folder, split, size, n):
     """The first `n` images of the split, letterboxed as yolov5-mnv4-export calibrates: (n, 3, size, size)."""
     import numpy as np
     import torch
+
     from yolov5_mnv4.export.images import letterboxed_images
     return torch.from_numpy(np.concatenate(letterboxed_images(folder / 'images' / split, size, n)))
 
@@ -40,6 +41,7 @@ def images(folder, split, size, n):
 def block_inputs(model, stage, x):
     """Inputs of the first attention block of `model.stages[stage]` for the image batch x."""
     import torch
+
     from yolov5_mnv4.attention import MobileMultiQueryAttention
     block = next(m for m in model.stages[stage] if isinstance(m, MobileMultiQueryAttention))
     seen = []
@@ -74,6 +76,7 @@ def measure(variant, stage, size, weights, train, val, reps):
     """{mode: (model, SNR dB)} for one block: 'full' and 'float attention' int8 TFLite models."""
     import numpy as np
     import torch
+
     from helpers import calibrate_batchnorm_, peak_attention_, perturb_
     from yolov5_mnv4 import MobileNetV4
     from yolov5_mnv4.export.tflite import TFLiteModel, import_tensorflow, snr_db

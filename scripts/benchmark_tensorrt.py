@@ -145,8 +145,8 @@ def measure(args, yolo, name, size, work, trt, calibration, val_images):
     import torch
 
     from yolov5_mnv4.cli.export import detection_output, parity_images
-    from yolov5_mnv4.export.runtimes import onnx_file
     from yolov5_mnv4.export.parity import detection_errors, int8_report
+    from yolov5_mnv4.export.runtimes import onnx_file
     model = build(yolo, args.yolov5, name).cuda()
     model.model[-1].export = False
     net = detection_output(model).eval()

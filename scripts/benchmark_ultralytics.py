@@ -63,6 +63,7 @@ def openvino_runner(path, nchw):
 
 def runners_for(paths, size):
     import numpy as np
+
     from yolov5_mnv4.export import runtimes
     nchw = np.zeros((1, 3, size, size), np.float32)
     runners = {}
@@ -129,8 +130,7 @@ def main(argv=None):
     for key, value in offline_env().items():
         os.environ.setdefault(key, value)
     import yolov5_mnv4  # noqa: F401 (registers into the package when it is imported)
-    from yolov5_mnv4.resources import embedded_dataset
-    from yolov5_mnv4.resources import dataset_yaml
+    from yolov5_mnv4.resources import dataset_yaml, embedded_dataset
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     source = args.data.resolve() if (args.data / 'images' / 'train2017').is_dir() else embedded_dataset()

@@ -47,6 +47,7 @@ def ultralytics_summary(out):
     benchmark counts them) of every shipped Ultralytics-package config and its stock twin, 80 classes.
     Writes `out` (docs/results/ultralytics_configs.json)."""
     import torch
+
     from yolov5_mnv4.bench import UltralyticsHost, gflops, ultralytics_models
     from yolov5_mnv4.resources import ultralytics_configs
     model_class = UltralyticsHost().model_class

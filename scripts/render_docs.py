@@ -18,7 +18,8 @@ import re
 import sys
 from pathlib import Path
 
-from yolov5_mnv4.bench import CHANNELS_LAST, NOISE, label
+from yolov5_mnv4.bench import CHANNELS_LAST, NOISE
+from yolov5_mnv4.bench import label as runtime_label
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / 'docs' / 'results'
@@ -107,7 +108,7 @@ def speed_summary(result):
                 runtime, size = key.rsplit('_', 1)
                 stated = CHANNELS_LAST if pairs[pair].get('stock_layout') == 'channels-last' else runtime
                 state(pair, stated, int(size), pairs[pair]['median'], 'benchmark_command.json fair_ratios')
-                cells.setdefault(verdict(pairs[pair]), []).append(f'{label(runtime)} {size}')
+                cells.setdefault(verdict(pairs[pair]), []).append(f'{runtime_label(runtime)} {size}')
         ours, theirs = (name.replace('MNv4-', '') for name in pair.split('/'))
         total = sum(len(where) for where in cells.values())
         ranked = sorted(cells.items(), key=lambda c: -len(c[1]))
@@ -950,7 +951,7 @@ def main(argv=None):
         for path, block in stale:
             print(f'{path}: the block "{block}" differs from docs/results (python scripts/render_docs.py)')
         for pair, runtime, size, values in disagree:
-            print(f'{pair} in {label(runtime)} at {size} is stated as ' + ' and '.join(
+            print(f'{pair} in {runtime_label(runtime)} at {size} is stated as ' + ' and '.join(
                 f'{value} ({", ".join(where)})' for value, where in values.items()))
         return 1 if stale or disagree else 0
     for path in DOCS:

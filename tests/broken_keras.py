@@ -23,9 +23,9 @@ def install(name, monkeypatch):
     import torch.nn as nn
     from tensorflow import keras
 
-    from yolov5_mnv4.hosts import yolov5_keras as tf_layers
     from yolov5_mnv4.attention import MobileMultiQueryAttention
     from yolov5_mnv4.blocks import UniversalInvertedBottleneck
+    from yolov5_mnv4.hosts import yolov5_keras as tf_layers
 
     Attention = tf_layers.TFMobileMultiQueryAttention
 

@@ -73,6 +73,7 @@ def yolo(yolov5_dir, offline):
     os.environ.update(offline)
     sys.path.insert(0, str(yolov5_dir))
     import models.yolo
+
     from yolov5_mnv4.hosts.yolov5 import is_registered
     assert is_registered(models.yolo), 'the hook in models/yolo.py did not register'
     return models.yolo

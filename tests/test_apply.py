@@ -9,8 +9,17 @@ import pytest
 from helpers import pristine_copy, tree_digest
 from yolov5_mnv4 import __version__
 from yolov5_mnv4.hosts import yolov5_tree as apply_module
-from yolov5_mnv4.hosts.yolov5_tree import (EARLIER_HOOKS, HOOK_BLOCK, ApplyError, applied_version, apply, config_digest, patch_for,
-                                plugin_configs, shipped_configs)
+from yolov5_mnv4.hosts.yolov5_tree import (
+    EARLIER_HOOKS,
+    HOOK_BLOCK,
+    ApplyError,
+    applied_version,
+    apply,
+    config_digest,
+    patch_for,
+    plugin_configs,
+    shipped_configs,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PATCHES = {'v7.0': REPO / 'patches' / 'yolov5-v7.0.patch', 'master': REPO / 'patches' / 'yolov5-master.patch'}
@@ -131,7 +140,7 @@ def _added_lines(patch, path):
 def test_patch_files_carry_the_same_change_as_the_script(ref):
     patch = PATCHES[ref].read_text()
     assert _added_lines(patch, 'models/yolo.py') == HOOK_BLOCK
-    assert not [l for l in patch.splitlines() if l.startswith('-') and not l.startswith('---')]  # only adds
+    assert not [line for line in patch.splitlines() if line.startswith('-') and not line.startswith('---')]  # only adds
     for rel, content in plugin_configs().items():
         assert _added_lines(patch, rel.as_posix()) == content.decode(), f'{rel} in {PATCHES[ref].name} is stale'
 

@@ -63,6 +63,7 @@ def test_benchmark_command_measures_the_accuracy_of_a_checkpoint_in_each_runtime
 def test_mean_average_precision_against_hand_computed_cases():
     """The benchmark's mAP on cases worked out by hand, and controls that must lower it."""
     import numpy as np
+
     from yolov5_mnv4.bench import mean_average_precision
     truth = [np.array([[0, 10, 10, 50, 50], [1, 60, 60, 100, 100]], float)]
     perfect = [np.array([[10, 10, 50, 50, 0.9, 0], [60, 60, 100, 100, 0.8, 1]], float)]

@@ -157,3 +157,20 @@ def test_quick_lane_leaves_out_the_slow_modules_and_only_those():
     assert not quick & SLOW_MODULES, quick & SLOW_MODULES
     assert quick == everything - SLOW_MODULES
     assert {'test_model', 'test_apply', 'test_yolov5', 'test_bad_input', 'test_docs'} <= quick
+
+
+def test_ruff_finds_nothing(tmp_path):
+    """The lint that pyproject.toml configures (pyflakes, pycodestyle's E4/E7/E9, import sorting) is clean;
+    control: the same configuration flags a file with an unused import and unsorted imports."""
+    import subprocess
+
+    from helpers import require
+    require('ruff')
+    from ruff.__main__ import find_ruff_bin
+    result = subprocess.run([find_ruff_bin(), 'check', '--no-cache', '.'], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
+    bad = tmp_path / 'bad.py'
+    bad.write_text('import sys\nimport os\n')
+    control = subprocess.run([find_ruff_bin(), 'check', '--no-cache', '--config', str(REPO / 'pyproject.toml'),
+                              '--output-format', 'concise', str(bad)], capture_output=True, text=True)
+    assert control.returncode == 1 and 'F401' in control.stdout and 'I001' in control.stdout, control.stdout

@@ -15,8 +15,17 @@ import pytest
 import torch
 
 from helpers import assert_input_dependent, drop_residuals_, output_errors, real_images, require, within
-from make_golden import (CONFIGS, GOLDEN, IMG, ULTRALYTICS_KEY, golden_input, input_dependent, input_dependent_outputs_path,
-                         stored_output, ultralytics_outputs)
+from make_golden import (
+    CONFIGS,
+    GOLDEN,
+    IMG,
+    ULTRALYTICS_KEY,
+    golden_input,
+    input_dependent,
+    input_dependent_outputs_path,
+    stored_output,
+    ultralytics_outputs,
+)
 
 KEYS = list(CONFIGS)
 
@@ -35,8 +44,10 @@ def unpacked(tmp_path_factory):
 def ultralytics_golden(tmp_path_factory):
     """The Ultralytics-package golden file, unpacked; the package imported with the plugin registered."""
     require('ultralytics', 'ultralytics')
+    # isort: off
     import yolov5_mnv4  # noqa: F401
     import ultralytics.nn.tasks  # noqa: F401 (registers the plugin into the package)
+    # isort: on
     path = tmp_path_factory.mktemp('golden-ultralytics') / f'mnv4-{ULTRALYTICS_KEY}-nc3.pt'
     path.write_bytes(lzma.decompress((GOLDEN / f'{path.name}.xz').read_bytes()))
     return path

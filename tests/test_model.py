@@ -7,8 +7,19 @@ import pytest
 import torch
 import torch.nn as nn
 
-from helpers import (BACKBONE_PARAMS, INPUT_DEPENDENCE, calibrate_batchnorm_, fusion_and_wrong_fold, max_abs_diff,
-                     peak_attention_, perturb_, real_images, relative_error, require, residual_branches)
+from helpers import (
+    BACKBONE_PARAMS,
+    INPUT_DEPENDENCE,
+    calibrate_batchnorm_,
+    fusion_and_wrong_fold,
+    max_abs_diff,
+    peak_attention_,
+    perturb_,
+    real_images,
+    relative_error,
+    require,
+    residual_branches,
+)
 from yolov5_mnv4 import VARIANTS, MobileNetV4
 from yolov5_mnv4.attention import MobileMultiQueryAttention
 from yolov5_mnv4.blocks import UniversalInvertedBottleneck

@@ -11,8 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import (assert_input_dependent, drop_residuals_, keeping_default_act, real_images, run_side_by_side,
-                     same_padding_, save_detector_checkpoint)
+from helpers import (
+    assert_input_dependent,
+    drop_residuals_,
+    keeping_default_act,
+    real_images,
+    run_side_by_side,
+    same_padding_,
+    save_detector_checkpoint,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINED = REPO / 'tests' / 'data' / 'mnv4-conv-s-relu-coco128-160.pt'  # tests/data/README.md
@@ -168,8 +175,8 @@ def test_attention_lowers_into_the_delegate_where_a_4d_matmul_would_not(monkeypa
 
 @pytest.mark.parametrize('fmt', FORMATS)
 def test_runtime_equals_the_fused_pytorch_model(exported, yolo, fmt, record):
-    from yolov5_mnv4.export import runtimes
     from yolov5_mnv4.cli.export import detection_errors
+    from yolov5_mnv4.export import runtimes
     case, weights, size, _ = exported
     path = {'ncnn': weights.with_name('best_ncnn_model'), 'mnn': weights.with_name('best.mnn'),
             'executorch': weights.with_name('best.pte')}[fmt]
@@ -188,8 +195,8 @@ def test_runtime_equals_the_fused_pytorch_model(exported, yolo, fmt, record):
 @pytest.mark.parametrize('fmt', FORMATS)
 def test_parity_bound_rejects_an_export_with_same_padding(yolo, tmp_path, fmt, record):
     """The runtime runs what it is given: an export of a one-pixel-off trained Conv-S must fail."""
-    from yolov5_mnv4.export import runtimes
     from yolov5_mnv4.cli.export import detection_errors, detection_output
+    from yolov5_mnv4.export import runtimes
     size = CASES['conv-s-trained'][2]
     ims = images(size)
     refs = outputs_of(fused(yolo, TRAINED), ims)

@@ -16,8 +16,15 @@ import torch
 
 from broken_keras import BUG_VARIANTS
 from broken_keras import install as install_bug
-from helpers import (assert_input_dependent, peak_attention_, perturb_, relative_error, run_side_by_side,
-                     save_detector_checkpoint, val_rows)
+from helpers import (
+    assert_input_dependent,
+    peak_attention_,
+    perturb_,
+    relative_error,
+    run_side_by_side,
+    save_detector_checkpoint,
+    val_rows,
+)
 from yolov5_mnv4.hosts.yolov5 import is_registered
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,8 +119,8 @@ def keras_stage_errors(tf, variant, weights):
     output (the Keras chain fed its own outputs) and each attention branch (Keras and the fused
     PyTorch block fed the same input), errors relative to the compared tensor's own size."""
     from yolov5_mnv4.attention import MobileMultiQueryAttention
-    from yolov5_mnv4.model import fuse_blocks
     from yolov5_mnv4.hosts.yolov5_keras import TFMobileNetV4Stage
+    from yolov5_mnv4.model import fuse_blocks
 
     x = torch.rand(1, 3, 96, 160, generator=torch.Generator().manual_seed(1))  # /32 is 3x5: odd sizes
     stages = torch_stages(variant, weights, x)
@@ -178,9 +185,8 @@ def test_keras_stage_refuses_another_stage(tf):
 
 
 def test_models_tf_is_registered_when_imported_after_models_yolo(tf, yolo):
-    import torch.nn as nn
-
     import models.tf
+    import torch.nn as nn
     assert is_registered(models.tf)
     assert models.tf.TFMobileNetV4Stage.__module__ == 'yolov5_mnv4.hosts.yolov5_keras'
     relu = models.tf.activations(nn.ReLU())
@@ -249,6 +255,7 @@ def test_per_tensor_int8_gets_its_cost_noted_in_the_log(tf, yolo, monkeypatch, c
     import logging
 
     import models.tf
+
     from yolov5_mnv4.hosts.yolov5 import PER_TENSOR_NOTE
     monkeypatch.setattr(models.tf, 'LOGGER', logging.getLogger('yolov5_mnv4.test'), raising=False)
     model = yolo.DetectionModel(str(REPO / 'models' / 'yolov5-mnv4-conv-s.yaml')).eval().fuse().requires_grad_(False)
@@ -308,7 +315,13 @@ def test_export_writes_every_tf_format(exported):
 
 
 def test_savedmodel_graphdef_and_tflite_fp32_equal_pytorch(exported, tmp_path, record):
-    from yolov5_mnv4.export.tflite import GraphDef, SavedModel, TFLiteModel, fp32_tflite_from_saved_model, to_torch_layout
+    from yolov5_mnv4.export.tflite import (
+        GraphDef,
+        SavedModel,
+        TFLiteModel,
+        fp32_tflite_from_saved_model,
+        to_torch_layout,
+    )
 
     cfg, weights, model = exported
     detect = model.model[-1]
@@ -499,6 +512,7 @@ def check_int8_fidelity(outputs, refs, detect, what):
 def int8_reference(int8_export, testbed_dir, tmp_path_factory):
     """The testbed Conv-S (fused PyTorch), 32 of its images and the outputs of its fp32 TFLite."""
     from models.experimental import attempt_load
+
     from yolov5_mnv4.export.images import letterboxed_images
     from yolov5_mnv4.export.tflite import TFLiteModel, fp32_tflite_from_saved_model, to_torch_layout
     weights, _, _ = int8_export

@@ -7,8 +7,16 @@ attention branch against its own size; a negative control shows that the bound s
 import pytest
 import torch
 
-from helpers import (INPUT_DEPENDENCE, drop_residuals_, max_abs_diff, peak_attention_, perturb_, relative_error, require,
-                     residual_branches)
+from helpers import (
+    INPUT_DEPENDENCE,
+    drop_residuals_,
+    max_abs_diff,
+    peak_attention_,
+    perturb_,
+    relative_error,
+    require,
+    residual_branches,
+)
 from yolov5_mnv4 import VARIANTS, MobileNetV4
 from yolov5_mnv4.attention import MobileMultiQueryAttention
 from yolov5_mnv4.timm_weights import WeightMappingError, convert_timm_state_dict, timm_key_map

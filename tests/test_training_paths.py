@@ -13,8 +13,17 @@ import pytest
 import torch
 import yaml
 
-from helpers import (assert_input_dependent, run_python, calibrate_batchnorm_, fusion_and_wrong_fold, output_errors, peak_attention_,
-                     perturb_, real_images, require)
+from helpers import (
+    assert_input_dependent,
+    calibrate_batchnorm_,
+    fusion_and_wrong_fold,
+    output_errors,
+    peak_attention_,
+    perturb_,
+    real_images,
+    require,
+    run_python,
+)
 from yolov5_mnv4.hosts.yolov5 import MobileNetV4Stage
 
 REPO = Path(__file__).resolve().parents[1]

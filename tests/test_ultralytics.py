@@ -19,9 +19,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import (INPUT_DEPENDENCE, assert_input_dependent, calibrate_batchnorm_, fusion_and_wrong_fold,
-                     input_dependent_, max_abs_diff, output_errors, peak_attention_, perturb_, real_images, require,
-                     run_side_by_side)
+from helpers import (
+    INPUT_DEPENDENCE,
+    assert_input_dependent,
+    calibrate_batchnorm_,
+    fusion_and_wrong_fold,
+    input_dependent_,
+    max_abs_diff,
+    output_errors,
+    peak_attention_,
+    perturb_,
+    real_images,
+    require,
+    run_side_by_side,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 if os.environ.get('MNV4_REQUIRE_ULTRALYTICS') == '1':
@@ -137,9 +148,10 @@ def test_fuse_keeps_outputs_with_peaked_attention(tasks):
 
 def test_pretrained_timm_weights_survive_initialize_weights(tasks, tmp_path):
     timm = require('timm')
-    from yolov5_mnv4.pretrained import TIMM_BN_EPS
-    from yolov5_mnv4.hosts.rows import with_pretrained
     from safetensors.torch import save_file
+
+    from yolov5_mnv4.hosts.rows import with_pretrained
+    from yolov5_mnv4.pretrained import TIMM_BN_EPS
     reference = perturb_(timm.create_model('mobilenetv4_conv_small', pretrained=False), seed=7).eval()
     source = tmp_path / 'mnv4s.safetensors'
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(source))
@@ -163,6 +175,7 @@ def test_a_fresh_hybrid_detector_keeps_the_signal_init(tasks):
     without a residual, 1e-5 on residual branches (docs/results/hybrid_init.md), so a hybrid
     trained from scratch in the package starts with O(1) stage outputs too."""
     from ultralytics import YOLO
+
     from yolov5_mnv4.blocks import UniversalInvertedBottleneck
     model = YOLO('yolo11s-mnv4-hybrid-m.yaml').model.train()
     uibs = [m for m in model.model[:5].modules() if isinstance(m, UniversalInvertedBottleneck)]
@@ -204,6 +217,7 @@ def test_hybrid_attention_is_explicit_under_torch_export(tasks):
     copies (ExecuTorch's portable split refused mixed dim orders at run time), and the program must
     compute what eager does, with attention peaked so that layout bugs would show."""
     from ultralytics import YOLO
+
     from yolov5_mnv4.attention import MobileMultiQueryAttention
     from yolov5_mnv4.layers import export_mode
     model = input_dependent_(perturb_(YOLO('yolo11s-mnv4-hybrid-m.yaml').model, seed=2), 128)  # peaked attention

@@ -157,8 +157,9 @@ def embedded_config(name):
 def test_ddp_worker_builds_a_pretrained_timm_backbone(work, tmp_path):
     """A config whose backbone row names a timm checkpoint: the worker loads the weights too."""
     timm = require('timm')
-    from helpers import save_timm
     import yaml
+
+    from helpers import save_timm
     folder, data = work
     source = save_timm(timm.create_model('mobilenetv4_conv_small', pretrained=False), tmp_path / 'mnv4s.safetensors')
     spec = yaml.safe_load(embedded_config(CONFIG).read_text())

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from helpers import pristine_copy, run_side_by_side, val_rows, within
-from smoke import COMPARE_ONNX
 from make_golden import GOLDEN, stored_output
+from smoke import COMPARE_ONNX
 from yolov5_mnv4.cli.demo import prepare_data
 from yolov5_mnv4.resources import embedded_dataset
 

@@ -3,8 +3,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import (FOLDABLE_NORMS, ConvBNAct, LayerScale, drop_path_or_identity, exporting, fold_bn_before_conv,
-                     fold_scale_into_conv)
+from .layers import (
+    FOLDABLE_NORMS,
+    ConvBNAct,
+    LayerScale,
+    drop_path_or_identity,
+    exporting,
+    fold_bn_before_conv,
+    fold_scale_into_conv,
+)
 
 
 def attend_explicit(q, k, v, scale):

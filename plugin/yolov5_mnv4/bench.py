@@ -254,12 +254,14 @@ class UltralyticsHost:
     name = 'the Ultralytics package'
 
     def __init__(self):
-        import yolov5_mnv4  # noqa: F401 (registers when the package is imported)
         from ultralytics.nn.tasks import DetectionModel
+
+        import yolov5_mnv4  # noqa: F401 (registers when the package is imported)
         self.model_class = DetectionModel
 
     def build(self, name, images):
         import torch
+
         from .resources import ultralytics_configs
         torch.manual_seed(0)
         config = ultralytics_configs() / f'{name}.yaml'
@@ -395,6 +397,7 @@ def measure(host, names, runtimes, sizes, runs, reps, warmup, folder, log=print,
     `names`: model names (OURS, STOCK) or checkpoint paths; with `data` (a YOLO data YAML), also
     <runtime>_<size>_map50 and _map for the checkpoints, on its val images."""
     import torch
+
     from .export.images import letterboxed_images
     from .resources import embedded_dataset
     torch.set_num_threads(THREADS)

@@ -13,7 +13,6 @@ from .layers import ConvBNAct
 from .specs import VARIANTS
 
 
-
 @dataclass(frozen=True)
 class TimmWeights:
     """timm's ImageNet-1k weights for one variant (timm's model cards): the model name that timm and

@@ -108,9 +108,11 @@ def ultralytics_outputs(model):
 
 
 def make_ultralytics_golden():
+    # isort: off
     import yolov5_mnv4  # noqa: F401 (registers into the package when it is imported)
     from ultralytics import YOLO
     from ultralytics.nn.tasks import DetectionModel
+    # isort: on
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -17,9 +17,8 @@ from pathlib import Path
 from make_task_data import make_classify, make_seg
 from smoke import COMPARE_ONNX
 from yolov5_mnv4.cli.demo import Runner, check, work_folder
-from yolov5_mnv4.resources import COCO_NAMES, write_data_yaml
 from yolov5_mnv4.hosts.offline import offline_env
-from yolov5_mnv4.resources import embedded_dataset
+from yolov5_mnv4.resources import COCO_NAMES, embedded_dataset, write_data_yaml
 
 TESTS = Path(__file__).resolve().parents[1]
 SAVE_DETECTION_CHECKPOINT = '''

@@ -40,8 +40,7 @@ def offline_env(**extra):
 
 def prepare_data(work):
     """The embedded images as the package's data YAML, and the first two val images."""
-    from yolov5_mnv4.resources import embedded_dataset
-    from yolov5_mnv4.resources import dataset_yaml
+    from yolov5_mnv4.resources import dataset_yaml, embedded_dataset
     data = dataset_yaml(embedded_dataset(), work)
     return data, sorted((work / 'dataset' / 'images' / 'val2017').glob('*.jpg'))[:2]
 
@@ -60,8 +59,10 @@ def train(args, data, work):
                          *[f'{k}={v}' for k, v in common.items()]], offline_env(), work / 'train.log')
         assert code == 0, out[-3000:]
     else:  # two epochs, interrupted after the first one's checkpoint, then resumed from last.pt
+        # isort: off
         import yolov5_mnv4  # noqa: F401 (before the package builds a model)
         from ultralytics import YOLO
+        # isort: on
 
         def interrupt(trainer):
             if trainer.epoch == 0:
@@ -181,9 +182,11 @@ def export_parity(args, best, images, data):
 
     import torch
 
+    # isort: off
     import yolov5_mnv4  # noqa: F401
     from ultralytics import YOLO
     from ultralytics.nn.autobackend import AutoBackend
+    # isort: on
     from yolov5_mnv4.export.tflite import level_snr_db
 
     def output(backend, x):

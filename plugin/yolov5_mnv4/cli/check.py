@@ -77,7 +77,8 @@ def report(tree=None):
             lines.append(f'YOLOv5 tree   {err}')
     for label, import_name, dist in RUNTIMES:
         lines.append(f'{label:<13} {_version(import_name, dist) or "not installed"}')
-    from ..bench import RUNTIMES as BENCH_RUNTIMES, available_runtimes, default_runtimes
+    from ..bench import RUNTIMES as BENCH_RUNTIMES
+    from ..bench import available_runtimes, default_runtimes
     default, asked_only = default_runtimes(available_runtimes())
     used = [BENCH_RUNTIMES[name][1] for name in default]
     asked = [f'{BENCH_RUNTIMES[name][1]} (--runtimes ... {name})' for name in asked_only]

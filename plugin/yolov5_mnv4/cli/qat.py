@@ -141,7 +141,8 @@ def latency_ms(predict, imgsz, reps):
 
 def calibration_images(folder, data, imgsz):
     """The first 100 images of `folder`, else of the data's train split, letterboxed (NCHW)."""
-    from ..bench import CALIBRATION_IMAGES, calibration_images as folder_images, validation_set
+    from ..bench import CALIBRATION_IMAGES, validation_set
+    from ..bench import calibration_images as folder_images
     return folder_images(imgsz, folder if folder is not None else
                          [path for path, _ in validation_set(data, CALIBRATION_IMAGES, 'train')])
 

@@ -23,8 +23,9 @@ def main(argv=None, prog='yolov5-mnv4 yolo'):
         return 2
     saved, sys.argv = sys.argv, ['yolo', *argv]
     try:
-        import yolov5_mnv4  # noqa: F401 (arms the hook; it registers when ultralytics.nn.tasks is imported)
         from ultralytics.cfg import entrypoint
+
+        import yolov5_mnv4  # noqa: F401 (arms the hook; it registers when ultralytics.nn.tasks is imported)
         entrypoint()
     finally:
         sys.argv = saved

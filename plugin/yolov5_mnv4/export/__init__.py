@@ -1,5 +1,5 @@
 """Exports and their runners: `tflite` (YOLOv5's TensorFlow formats, run outside YOLOv5) and
-`tflite_int8` (int8 with the attention in float), `runtimes` (NCNN, MNN, ExecuTorch), `parity` (how
+`tflite_int8` (int8 with the Detect and the attention in float), `runtimes` (NCNN, MNN, ExecuTorch), `parity` (how
 far an export is from PyTorch), `pt2e` (the PT2E int8 quantizer and QAT's graph switches) and `qat`
 (quantization-aware training and its exports). The `yolov5-mnv4 export` command is `yolov5_mnv4.cli.export`.
 

@@ -26,8 +26,10 @@ def quantizer(float_modules=(), qat=False, weight_bits=8):
     `qat`, fake quantization with moving-average observers), leaving float the ops whose innermost
     module is named in `float_modules` (their own ops, not their submodules'). `weight_bits` 7 keeps
     weights in [-63, 63]."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                         get_symmetric_quantization_config)
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
     if weight_bits not in (7, 8):
         raise ValueError(f'weight_bits {weight_bits}: 8 or 7')
     floats = frozenset(float_modules)

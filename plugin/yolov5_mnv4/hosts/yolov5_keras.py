@@ -19,7 +19,7 @@ from tensorflow import keras
 
 from ..attention import MobileMultiQueryAttention
 from ..blocks import FusedInvertedBottleneck, UniversalInvertedBottleneck
-from ..layers import ConvBNAct, FOLDABLE_NORMS
+from ..layers import FOLDABLE_NORMS, ConvBNAct
 from ..model import fuse_blocks
 
 
