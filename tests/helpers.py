@@ -351,3 +351,11 @@ def save_timm(model, path):
 def within(a, b, bound=1e-4, channels_first=False):
     """Same shape, boxes within `bound` of the largest coordinate and scores within `bound` (output_errors)."""
     return a.shape == b.shape and max(output_errors(a, b, channels_first)) <= bound
+
+
+def int8_failures(measured, bounds):
+    """Names of the int8 `bounds` ({'score SNR': dB on every level, 'recall': ..., 'precision': ...}, each
+    a least value) that `measured` ({snr: per level, recall, precision}) fails."""
+    failed = {'score SNR': min(measured['snr']) < bounds['score SNR'], 'recall': measured['recall'] < bounds['recall'],
+              'precision': measured['precision'] < bounds['precision']}
+    return [name for name, fails in failed.items() if fails]

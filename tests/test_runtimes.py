@@ -14,6 +14,7 @@ import torch
 from helpers import (
     assert_input_dependent,
     drop_residuals_,
+    int8_failures,
     keeping_default_act,
     real_images,
     run_side_by_side,
@@ -236,10 +237,7 @@ def check_int8(outputs, refs, detect, size, what):
     against its fused fp32 model."""
     measured = int8_measures(outputs, refs, detect, size, what)
     assert measured['boxes'] >= 5 * len(refs), 'the testbed model should find boxes on its own training images'
-    bounds = INT8_BOUNDS
-    failed = {'score SNR': min(measured['snr']) < bounds['score SNR'], 'recall': measured['recall'] < bounds['recall'],
-              'precision': measured['precision'] < bounds['precision']}
-    return measured, [name for name, fails in failed.items() if fails]
+    return measured, int8_failures(measured, INT8_BOUNDS)
 
 
 @pytest.fixture(scope='module')

@@ -18,6 +18,7 @@ from broken_keras import BUG_VARIANTS
 from broken_keras import install as install_bug
 from helpers import (
     assert_input_dependent,
+    int8_failures,
     peak_attention_,
     perturb_,
     relative_error,
@@ -494,18 +495,13 @@ INT8_BOUNDS = {'score SNR': 14.0, 'recall': 0.8, 'precision': 0.8}
 
 def check_int8_fidelity(outputs, refs, detect, what):
     """(measures, names of the bounds they fail) of an int8 testbed detector against its fp32 TFLite."""
-    from yolov5_mnv4.export.parity import detection_agreement
-    snr = score_snr_db(outputs, refs, detect, TESTBED_IMG)
-    recall, precision, ref_boxes = detection_agreement(outputs, refs)
-    print(f'{what} vs fp32 TFLite on {len(refs)} testbed images at {TESTBED_IMG}: score SNR per level '
-          + ' / '.join(f'{db:.1f}' for db in snr) + f' dB; detections (conf 0.1, same class, IoU >= 0.5): '
-          f'recall {recall:.3f} of {ref_boxes} fp32 boxes, precision {precision:.3f}')
+    from yolov5_mnv4.export.parity import int8_report
+    snr, recall, precision, ref_boxes, line = int8_report(outputs, refs, detect.stride, detect.na, (TESTBED_IMG,) * 2)
+    print(f'{what} vs fp32 TFLite on {len(refs)} testbed images at {TESTBED_IMG}: {line}')
     assert ref_boxes >= 5 * len(refs), 'the testbed model should find boxes on its own training images'
     measured = dict(snr=snr, recall=recall, precision=precision, boxes=ref_boxes, bounds=INT8_BOUNDS,
                     images=len(refs), size=TESTBED_IMG)
-    failed = {'score SNR': min(snr) < INT8_BOUNDS['score SNR'], 'recall': recall < INT8_BOUNDS['recall'],
-              'precision': precision < INT8_BOUNDS['precision']}
-    return measured, [name for name, fails in failed.items() if fails]
+    return measured, int8_failures(measured, INT8_BOUNDS)
 
 
 @pytest.fixture(scope='module')

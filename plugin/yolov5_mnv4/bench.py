@@ -128,7 +128,7 @@ def openvino_int8(path, calibration, detect=None):
     images = list(calibration)
     ignored = nncf.IgnoredScope(patterns=[f'{re.escape(detect)}.*']) if detect else None
     return nncf.quantize(ov.Core().read_model(str(path)), nncf.Dataset(images), subset_size=len(images),
-                         **({'ignored_scope': ignored} if ignored else {}))
+                         ignored_scope=ignored)
 
 
 def interleaved(runners, reps, warmup, progress=None):
